@@ -1,0 +1,1 @@
+# Ring and pool benchmarks.

@@ -1,0 +1,1 @@
+# Fuzz targets for ring and pool.
