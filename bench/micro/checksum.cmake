@@ -1,1 +1,2 @@
 # Checksum benchmarks.
+slipway_bench(bench_checksum bench_checksum.cpp)

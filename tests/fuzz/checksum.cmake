@@ -1,1 +1,2 @@
 # Fuzz targets for checksum.
+slipway_fuzz_target(fuzz_checksum fuzz_checksum.cpp)
