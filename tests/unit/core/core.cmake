@@ -1,1 +1,2 @@
 # Unit tests for the foundation pieces of core (ring, pool, virtio header, log, types).
+slipway_unit_test(test_core_misc core/misc_test.cpp)
