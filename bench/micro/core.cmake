@@ -1,1 +1,3 @@
 # Ring and pool benchmarks.
+slipway_bench(bench_ring bench_ring.cpp)
+target_link_libraries(bench_ring PRIVATE Boost::headers TBB::tbb)
