@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Summarises Google Benchmark JSON files (medians of repetitions) into README's table.
+
+Usage: summarize.py OUT_DIR  (reads OUT_DIR/*.json written by scripts/bench-micro)
+Prints a Markdown table: each of our figures beside the baseline measured in the same run, the
+ratio, and the target from the foundation issue where there is one.
+"""
+import glob
+import json
+import os
+import sys
+
+
+def load(out_dir):
+    med = {}
+    context = {}
+    for path in sorted(glob.glob(os.path.join(out_dir, "*.json"))):
+        with open(path) as f:
+            data = json.load(f)
+        context = data.get("context", context)
+        for b in data["benchmarks"]:
+            if b.get("aggregate_name") != "median":
+                continue
+            med[b["run_name"]] = b
+    return med, context
+
+
+def items_per_s(b):
+    return b.get("items_per_second")
+
+
+def ns_per_iter(b):
+    t = b["real_time"]
+    unit = b.get("time_unit", "ns")
+    return t * {"ns": 1, "us": 1e3, "ms": 1e6, "s": 1e9}[unit]
+
+
+def fmt_rate(v):
+    if v is None:
+        return "n/a"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= div:
+            return f"{v / div:.1f} {suffix}/s"
+    return f"{v:.0f} /s"
+
+
+def main():
+    out_dir = sys.argv[1]
+    med, ctx = load(out_dir)
+    rows = []
+
+    def row(what, ours, base_name, base, ratio, target=""):
+        rows.append((what, ours, base_name, base, ratio, target))
+
+    def rate_row(what, ours_key, base_key, base_label, target=""):
+        o, b = med.get(ours_key), med.get(base_key)
+        if not o or not b:
+            return
+        ro, rb = items_per_s(o), items_per_s(b)
+        row(what, fmt_rate(ro), base_label, fmt_rate(rb), f"{ro / rb:.2f}x", target)
+
+    # Ring: items/s between two pinned threads.
+    rate_row("ring burst 32", "BM_SlipwayRing_Burst32/real_time",
+             "BM_BoostSpsc_Single/real_time", "boost spsc_queue single", ">= 2x")
+    rate_row("ring single item", "BM_SlipwayRing_Single/real_time",
+             "BM_BoostSpsc_Single/real_time", "boost spsc_queue single")
+    rate_row("ring burst 32", "BM_SlipwayRing_Burst32/real_time",
+             "BM_BoostSpsc_Burst32/real_time", "boost spsc_queue bulk 32")
+    rate_row("ring single item", "BM_SlipwayRing_Single/real_time",
+             "BM_TbbBoundedQueue_Single/real_time", "tbb concurrent_bounded_queue")
+
+    # Pool: alloc+free pairs per second.
+    for size, label in (("2048", "2 KiB"), ("69632", "68 KiB")):
+        for kind in ("Single", "Burst32"):
+            k = "single" if kind == "Single" else "burst 32"
+            rate_row(f"pool alloc+free {label} {k}", f"BM_Pool_{kind}/{size}",
+                     f"BM_Malloc_{kind}/{size}", "malloc/free", ">= 3x")
+            rate_row(f"pool alloc+free {label} {k}", f"BM_Pool_{kind}/{size}",
+                     f"BM_TbbScalable_{kind}/{size}", "tbb scalable_malloc")
+
+    # Checksum: bytes per TSC tick.
+    for size in ("40", "64", "1500", "9000", "65535"):
+        a, s, n = (med.get(f"BM_csum_{v}/{size}") for v in ("avx2", "scalar", "naive"))
+        if not (a and s and n):
+            continue
+        ba, bs, bn = (x["bytes_per_tsc"] for x in (a, s, n))
+        gbs = a["bytes_per_second"] / 1e9
+        target = ">= 20 B/tick" if size == "1500" else ""
+        row(f"checksum {size} B (avx2)", f"{ba:.1f} B/tick ({gbs:.1f} GB/s)", "scalar",
+            f"{bs:.1f} B/tick", f"{ba / bs:.2f}x", target)
+        row(f"checksum {size} B (avx2)", f"{ba:.1f} B/tick", "naive", f"{bn:.2f} B/tick",
+            f"{ba / bn:.1f}x")
+
+    inc, full = med.get("BM_nat_rewrite_incremental"), med.get("BM_nat_rewrite_full")
+    if inc and full:
+        ni, nf = ns_per_iter(inc), ns_per_iter(full)
+        row("RFC 1624 update addr+port", f"{ni:.1f} ns/pkt", "full recompute (1500 B)",
+            f"{nf:.1f} ns/pkt", f"{nf / ni:.1f}x")
+
+    host = ctx.get("host_name", "?")
+    cpus = ctx.get("num_cpus", "?")
+    mhz = ctx.get("mhz_per_cpu", "?")
+    print(f"Medians of {ctx.get('repetitions', 5) or 5} repetitions; {cpus} CPUs at {mhz} MHz "
+          f"({ctx.get('date', '')}).")
+    print()
+    print("| benchmark | slipway | baseline | baseline figure | ratio | target |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    missing = [r for r in rows if r[4] == "n/a"]
+    return 1 if not rows or missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
