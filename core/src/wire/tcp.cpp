@@ -76,6 +76,9 @@ TcpOptions TcpView::parse_options() const noexcept {
                     return o;
                 }
                 const std::size_t n = d.size() / 8;  // <= 4: the options area is at most 40
+                // A repeated SACK option replaces the earlier one whole: no stale blocks stay
+                // behind the new count (found by fuzz_frame_parse).
+                o.sack_blocks = {};
                 o.sack_block_count = static_cast<std::uint8_t>(n);
                 for (std::size_t i = 0; i < n; ++i)
                     o.sack_blocks[i] = {TcpSeq{load_be32(d.data() + i * 8)},

@@ -387,3 +387,41 @@ TEST(WireUdp, LengthFieldRules) {
 
 }  // namespace
 }  // namespace slipway::wire
+
+namespace slipway::wire {
+namespace {
+
+// Regression (found by fuzz_frame_parse): a second SACK option with fewer blocks must replace the
+// first whole, so parse -> emit -> parse means the same thing.
+TEST(TcpOptionsRegression, RepeatedSackReplacesEarlierBlocks) {
+    std::array<std::byte, 20 + 40> seg{};
+    seg[12] = std::byte{(60 / 4) << 4};  // data offset 15 words: 40 bytes of options
+    std::size_t o = 20;
+    seg[o++] = std::byte{5};  // SACK, 3 blocks
+    seg[o++] = std::byte{26};
+    for (int i = 0; i < 24; ++i)
+        seg[o++] = std::byte{0x11};
+    seg[o++] = std::byte{5};  // SACK, 1 block
+    seg[o++] = std::byte{10};
+    for (int i = 0; i < 8; ++i)
+        seg[o++] = std::byte{0x22};
+    while (o < seg.size())
+        seg[o++] = std::byte{1};  // NOP padding
+    auto v = TcpView::parse(seg);
+    ASSERT_TRUE(v);
+    const TcpOptions opts = v->parse_options();
+    ASSERT_FALSE(opts.malformed);
+    ASSERT_EQ(opts.sack_block_count, 1);
+    EXPECT_EQ(opts.sack_blocks[0].left, TcpSeq{0x22222222u});
+    EXPECT_EQ(opts.sack_blocks[1].left, TcpSeq{0});  // nothing stale behind the count
+
+    std::array<std::byte, 60> out{};
+    auto n = TcpRepr::from(*v).emit(out);
+    ASSERT_TRUE(n);
+    auto back = TcpView::parse(ByteView(out).first(*n));
+    ASSERT_TRUE(back);
+    EXPECT_EQ(back->parse_options(), opts);
+}
+
+}  // namespace
+}  // namespace slipway::wire
