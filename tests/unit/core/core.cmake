@@ -1,7 +1,7 @@
 # Unit tests for the foundation pieces of core (ring, pool, virtio header, log, types).
 slipway_unit_test(test_core_ring core/ring_test.cpp)
 slipway_unit_test(test_core_pool core/pool_test.cpp)
-slipway_unit_test(test_core_misc core/misc_test.cpp)
+slipway_unit_test(test_core_misc core/misc_test.cpp core/unix_socket_test.cpp)
 # Two-thread stress tests: also the only tests the tsan preset runs (label `stress`).
 slipway_unit_test(test_core_stress core/stress_test.cpp LABELS unit stress TIMEOUT 300)
 # Hot-path guard: replaces operator new for this executable only.
