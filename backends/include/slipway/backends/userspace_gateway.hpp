@@ -1,0 +1,71 @@
+// The userspace engine's gateway port: the switch port behind which slipway itself answers as the
+// network's router. First cut: ARP for its addresses and ICMP echo to the gateway; the NAT, DHCP
+// and DNS services join here in later issues.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "slipway/core/packet_pool.hpp"
+#include "slipway/core/stats.hpp"
+#include "slipway/core/switch_port.hpp"
+#include "slipway/core/types.hpp"
+#include "slipway/core/wire/frame.hpp"
+
+namespace slipway::backends {
+
+struct GatewayConfig {
+    Ipv4Addr gateway;
+    Ipv4Addr dns;  // usually the gateway address
+    std::optional<Ipv4Addr> host_alias;
+    MacAddr mac;
+    std::uint32_t mtu = 1500;
+};
+
+struct GatewayCounters {
+    Counter arp_replies;        // ARP requests for one of our addresses, answered
+    Counter icmp_echo_replies;  // echo requests to the gateway, answered
+    Counter ignored;            // not for us (other guests' ARP, broadcasts we do not serve)
+    Counter drop_malformed;     // failed to parse, bad IPv4 header or ICMP checksum
+    Counter drop_unhandled;     // for us, but not served yet (TCP/UDP/other until NAT lands)
+    Counter drop_no_buffer;     // pool exhausted while building a reply
+    Counter drop_ring_full;     // our ring into the switch was full
+
+    template <class F>
+    void for_each(F&& f) const {
+        f("arp_replies", arp_replies);
+        f("icmp_echo_replies", icmp_echo_replies);
+        f("ignored", ignored);
+        f("drop_malformed", drop_malformed);
+        f("drop_unhandled", drop_unhandled);
+        f("drop_no_buffer", drop_no_buffer);
+        f("drop_ring_full", drop_ring_full);
+    }
+};
+
+class UserspaceGateway final : public SwitchPort {
+  public:
+    UserspaceGateway(PacketPool& pool, const GatewayConfig& cfg);
+
+    // Drains frames the switch delivered, answers what is ours, pushes the answers back into the
+    // switch in one burst.
+    void on_frames_from_switch() noexcept override;
+
+    [[nodiscard]] const GatewayCounters& gateway_counters() const noexcept { return gw_; }
+    [[nodiscard]] const GatewayConfig& config() const noexcept { return cfg_; }
+
+  private:
+    void process_frame(const PacketRef& frame) noexcept;
+    void process_arp(const wire::ParsedFrame& f) noexcept;
+    void process_icmpv4(const wire::ParsedFrame& f) noexcept;
+    [[nodiscard]] bool owns(Ipv4Addr a) const noexcept;
+    void dispatch_reply(PacketRef&& reply) noexcept;
+
+    PacketPool& pool_;
+    GatewayConfig cfg_;
+    GatewayCounters gw_;
+    std::uint16_t next_ip_id_ = 1;
+    std::uint32_t replies_in_burst_ = 0;
+};
+
+}  // namespace slipway::backends

@@ -1,0 +1,175 @@
+// UserspaceGateway: ARP and ICMP echo at the gateway (the userspace backend's first cut).
+//
+// Theory of operation
+// -------------------
+// The gateway is an ordinary switch port of kind `gateway`, living on the network thread. The
+// switch delivers to it every frame addressed to its MAC and every flooded frame; it drains them
+// in bursts from its to_port() ring, parses each once (wire::parse_frame) and decides:
+//   - ARP request for one of its addresses (gateway, DNS, host alias) -> ARP reply (RFC 826);
+//   - ICMP echo request to the gateway address -> echo reply (RFC 792) with the same identifier,
+//     sequence number and data;
+//   - anything else addressed to it -> counted as unhandled and dropped (the NAT engine, DHCP and
+//     DNS take these over in later issues);
+//   - frames for others (flooded ARP between guests, multicast) -> counted as ignored.
+// Replies are built by value types that emit bytes into pool buffers and pushed into to_switch()
+// as one burst, followed by one notify_switch(). The switch queues, rather than nests, that
+// re-entrant call. Nothing here allocates, throws or blocks; every discarded frame is counted.
+#include "slipway/backends/userspace_gateway.hpp"
+#include "slipway/core/wire/arp.hpp"
+#include "slipway/core/wire/ethernet.hpp"
+#include "slipway/core/wire/icmpv4.hpp"
+#include "slipway/core/wire/ipv4.hpp"
+
+namespace slipway::backends {
+
+// The engine reads whatever the guests send: GSO super-frames and partial checksums are its
+// business (the NAT writes TSO payloads to sockets whole), so the switch need not fix them up on
+// the way here.
+UserspaceGateway::UserspaceGateway(PacketPool& pool, const GatewayConfig& cfg)
+    : SwitchPort("gateway", PortKind::gateway,
+                 PortCaps{.gso = true, .partial_csum = true, .max_frame = kMaxFrameLen}),
+      pool_(pool),
+      cfg_(cfg) {}
+
+bool UserspaceGateway::owns(Ipv4Addr a) const noexcept {
+    return a == cfg_.gateway || a == cfg_.dns || (cfg_.host_alias && a == *cfg_.host_alias);
+}
+
+void UserspaceGateway::on_frames_from_switch() noexcept {
+    std::array<PacketRef, 32> burst;
+    replies_in_burst_ = 0;
+    for (;;) {
+        const std::size_t n = to_port().pop_burst(burst);
+        if (n == 0) break;
+        for (std::size_t i = 0; i < n; ++i) {
+            process_frame(burst[i]);
+            burst[i].reset();
+        }
+    }
+    if (replies_in_burst_ != 0) notify_switch();
+}
+
+void UserspaceGateway::process_frame(const PacketRef& frame) noexcept {
+    auto parsed = wire::parse_frame(frame.data());
+    if (!parsed) {
+        gw_.drop_malformed.inc();
+        return;
+    }
+    const wire::ParsedFrame& f = *parsed;
+    if (f.arp) {
+        process_arp(f);
+        return;
+    }
+    const MacAddr dst = f.eth.dst();
+    if (dst != cfg_.mac) {
+        gw_.ignored.inc();  // a broadcast or multicast we do not serve (yet)
+        return;
+    }
+    if (f.ipv4 && f.icmpv4 && f.ipv4->dst() == cfg_.gateway) {
+        process_icmpv4(f);
+        return;
+    }
+    if (f.ipv4 && !f.ipv4->header_checksum_ok()) {
+        gw_.drop_malformed.inc();
+        return;
+    }
+    gw_.drop_unhandled.inc();
+}
+
+void UserspaceGateway::process_arp(const wire::ParsedFrame& f) noexcept {
+    const wire::ArpView& a = *f.arp;
+    // RFC 826 "Packet Reception": answer a request whose target protocol address is ours. An ARP
+    // probe (sender 0.0.0.0, RFC 5227 §2.1.1) for our address gets an answer too: it tells the
+    // prober the address is taken.
+    if (a.op() != wire::ArpOp::request || !owns(a.tpa())) {
+        gw_.ignored.inc();
+        return;
+    }
+    if (a.sha().is_multicast() || a.sha().is_zero()) {
+        gw_.drop_malformed.inc();
+        return;
+    }
+    const wire::EthernetRepr eth{
+        .dst = a.sha(), .src = cfg_.mac, .vlan = f.eth.vlan(), .ethertype = EtherType::arp};
+    const wire::ArpRepr arp{
+        .op = wire::ArpOp::reply, .sha = cfg_.mac, .spa = a.tpa(), .tha = a.sha(), .tpa = a.spa()};
+    // Ethernet minimum frame: 60 bytes without FCS; pad with zeros like the kernel does.
+    const std::size_t len = std::max<std::size_t>(eth.header_len() + arp.buffer_len(), 60);
+    auto r = pool_.try_alloc(len);
+    if (!r) {
+        gw_.drop_no_buffer.inc();
+        return;
+    }
+    const MutByteView out = r->data();
+    std::fill(out.begin(), out.end(), std::byte{0});
+    const auto h = eth.emit(out);
+    if (!h || !arp.emit(out.subspan(*h))) {
+        gw_.drop_malformed.inc();  // cannot happen with our own fields; counted, not asserted
+        return;
+    }
+    gw_.arp_replies.inc();
+    dispatch_reply(std::move(*r));
+}
+
+void UserspaceGateway::process_icmpv4(const wire::ParsedFrame& f) noexcept {
+    const wire::Ipv4View& ip = *f.ipv4;
+    const wire::Icmpv4View& icmp = *f.icmpv4;
+    // Validate once: a reply must never be built from a corrupt request (RFC 1122 §3.2.1.2: a
+    // datagram with a bad header checksum is discarded silently).
+    if (!ip.header_checksum_ok() || !icmp.checksum_ok() || f.ip_fragment) {
+        gw_.drop_malformed.inc();
+        return;
+    }
+    if (icmp.type() != wire::Icmpv4Type::echo_request) {
+        gw_.drop_unhandled.inc();
+        return;
+    }
+    if (ip.src().is_multicast() || ip.src().is_broadcast() || ip.src().is_loopback()) {
+        gw_.drop_malformed.inc();  // RFC 1122 §3.2.2.6: never answer to such a source
+        return;
+    }
+    // RFC 792 "Echo or Echo Reply": same identifier, sequence number and data, type 0.
+    const wire::Icmpv4Repr reply{.type = wire::Icmpv4Type::echo_reply,
+                                 .code = 0,
+                                 .rest_of_header = icmp.rest_of_header(),
+                                 .payload = icmp.payload()};
+    wire::Ipv4Repr ip_out;
+    ip_out.src = cfg_.gateway;
+    ip_out.dst = ip.src();
+    ip_out.protocol = IpProto::icmp;
+    ip_out.ttl = 64;
+    ip_out.ident = next_ip_id_++;
+    ip_out.payload_len = static_cast<std::uint16_t>(reply.buffer_len());
+    const wire::EthernetRepr eth{
+        .dst = f.eth.src(), .src = cfg_.mac, .vlan = f.eth.vlan(), .ethertype = EtherType::ipv4};
+    const std::size_t len = eth.header_len() + ip_out.header_len() + reply.buffer_len();
+    if (len > std::size_t{cfg_.mtu} + eth.header_len()) {
+        gw_.drop_unhandled.inc();  // an echo we could only answer with a fragmented reply
+        return;
+    }
+    auto r = pool_.try_alloc(len);
+    if (!r) {
+        gw_.drop_no_buffer.inc();
+        return;
+    }
+    const MutByteView out = r->data();
+    const auto h = eth.emit(out);
+    const auto iph = h ? ip_out.emit(out.subspan(*h)) : h;
+    if (!h || !iph || !reply.emit(out.subspan(*h + *iph))) {
+        gw_.drop_malformed.inc();
+        return;
+    }
+    gw_.icmp_echo_replies.inc();
+    dispatch_reply(std::move(*r));
+}
+
+void UserspaceGateway::dispatch_reply(PacketRef&& reply) noexcept {
+    reply.meta().in_port = id();
+    if (!to_switch().try_push(std::move(reply))) {
+        gw_.drop_ring_full.inc();
+        return;
+    }
+    ++replies_in_burst_;
+}
+
+}  // namespace slipway::backends
