@@ -1,0 +1,129 @@
+// slipway::Network — the embedding API: build a network from options, attach guests, run it,
+// read its status and counters. slipwayd is a thin layer over this.
+//
+// Threading: a Network runs on one thread, the one that calls run() (DESIGN §1). stop() may be
+// called from any thread (and from a signal handler's posted work). status() and stats() read
+// counters that the network thread writes: call them on the network thread (e.g. from work posted
+// with post(), as the HTTP API does) or while the network is not running.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "slipway/core/event_loop.hpp"
+#include "slipway/core/packet_pool.hpp"
+#include "slipway/core/result.hpp"
+#include "slipway/core/switch_port.hpp"
+#include "slipway/core/types.hpp"
+
+namespace slipway {
+
+struct NetworkOptions {
+    Ipv4Addr subnet = Ipv4Addr::from_octets(192, 168, 127, 0);
+    std::uint8_t prefix_len = 24;
+    std::optional<Ipv4Addr> gateway;  // default: first host address of the subnet (.1)
+    std::optional<Ipv4Addr>
+        host_alias;  // default: .254 of a /24 (last host - 0); see no_host_alias
+    bool no_host_alias = false;
+    std::uint32_t mtu = 1500;
+    bool isolate = false;   // guests reach only the gateway
+    bool mac_lock = true;   // a guest port may only send from the first MAC it used
+    std::string pcap_path;  // empty: no capture
+    PoolConfig pool{};
+};
+
+// The address plan after defaults are applied.
+struct NetworkPlan {
+    Ipv4Addr subnet;
+    std::uint8_t prefix_len;
+    Ipv4Addr gateway;
+    Ipv4Addr dns;  // the DNS address guests are told: the gateway
+    std::optional<Ipv4Addr> host_alias;
+    MacAddr gateway_mac;
+    std::uint32_t mtu;
+};
+
+struct CounterValue {
+    std::string name;
+    std::uint64_t value;
+};
+
+struct PortStats {
+    std::string name;
+    std::string kind;   // "guest" | "gateway"
+    std::string spec;   // attachment spec, empty for internal ports
+    std::string state;  // "listening", "connected", "up", ...
+    std::vector<CounterValue> counters;
+};
+
+struct NetworkStats {
+    std::vector<CounterValue> switch_counters;
+    std::vector<PortStats> ports;
+    std::vector<CounterValue> gateway_counters;  // the userspace engine's own counters
+    std::vector<CounterValue> pool;              // capacity, free, exhausted
+};
+
+struct NetworkStatus {
+    std::string version;
+    NetworkPlan plan;
+    std::chrono::seconds uptime{0};
+    bool ready = false;            // every attachment started
+    std::vector<PortStats> ports;  // counters left empty
+};
+
+// A port whose far side is a thread of the embedding VMM (DESIGN §1): the VMM fills to_switch()
+// and drains to_port() from its own thread; the rings are the only thing the threads share.
+class InProcessPort : public SwitchPort {
+  public:
+    using SwitchPort::SwitchPort;
+    // VMM thread: call after pushing frames into to_switch(). Wakes the network thread.
+    virtual void kick() noexcept = 0;
+    // Called on the network thread when the switch has put frames in to_port(); the embedder
+    // wakes its own thread here (e.g. writes its eventfd). Set before attaching traffic.
+    std::function<void()> on_frames_for_vmm;
+};
+
+class Network {
+  public:
+    // Validates the options (subnet, addresses inside it, MTU range, pcap file writable).
+    // On failure `error` is one line naming the option and the problem.
+    static Result<std::unique_ptr<Network>> create(const NetworkOptions& opts, std::string& error);
+    ~Network();
+    Network(const Network&) = delete;
+    Network& operator=(const Network&) = delete;
+
+    // Adds a guest attachment from its spec (see guest/attachment.hpp) and starts it listening.
+    Result<void> attach(std::string_view spec, std::string& error);
+    // Adds an in-process port (caps as the VMM negotiated with its guest). Call before run() or
+    // on the network thread. Errc::io_error (with `error` set) if no eventfd could be made.
+    Result<InProcessPort*> attach_in_process(std::string name, PortCaps caps, std::string& error);
+
+    // Runs the network on the calling thread until stop().
+    void run();
+    // Thread-safe: makes run() return after closing every attachment.
+    void stop() noexcept;
+    // Thread-safe: runs fn on the network thread.
+    void post(std::function<void()> fn);
+    // The network's event loop, for services that share its thread (the HTTP API).
+    [[nodiscard]] IoContext& io() noexcept;
+
+    [[nodiscard]] const NetworkPlan& plan() const noexcept;
+    [[nodiscard]] NetworkStatus status() const;
+    [[nodiscard]] NetworkStats stats() const;
+
+  private:
+    Network();
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+[[nodiscard]] std::string_view version() noexcept;
+
+}  // namespace slipway

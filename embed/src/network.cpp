@@ -1,0 +1,319 @@
+// slipway::Network: one network = one event loop thread, a packet pool, a switch, the userspace
+// gateway and the guest attachments (DESIGN §1).
+//
+// Theory of operation
+// -------------------
+// create() validates the options into a NetworkPlan, then builds, in this order, the pool, the
+// switch (with the pcap writer if asked) and the gateway port, all sized at start-up. attach()
+// parses an attachment spec, starts it listening and registers it with the switch; every
+// attachment and the switch run on the thread that calls run(), so none of them locks anything.
+// In-process ports are the exception by design: their far side is a VMM thread that shares only
+// the two SPSC rings and an eventfd with the network thread. stop() may come from any thread; it
+// posts the shutdown to the loop, which closes every attachment and lets run() return.
+#include "slipway/embed/network.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cerrno>
+#include <cstring>
+
+#include "slipway/backends/userspace_gateway.hpp"
+#include "slipway/core/log.hpp"
+#include "slipway/core/pcap.hpp"
+#include "slipway/core/switch.hpp"
+#include "slipway/core/unix_socket.hpp"
+#include "slipway/guest/attachment.hpp"
+
+namespace slipway {
+
+namespace {
+
+// gvproxy's gateway MAC (locally administered), so tools that expect it keep working.
+constexpr MacAddr kGatewayMac{{0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd}};
+
+std::uint32_t mask_of(std::uint8_t prefix) {
+    return prefix == 0 ? 0 : ~std::uint32_t{0} << (32 - prefix);
+}
+
+bool inside(Ipv4Addr a, Ipv4Addr subnet, std::uint8_t prefix) {
+    return (a.v & mask_of(prefix)) == subnet.v;
+}
+
+// A usable host address: inside the subnet, neither the network nor the broadcast address.
+bool usable_host(Ipv4Addr a, Ipv4Addr subnet, std::uint8_t prefix) {
+    const std::uint32_t host = a.v & ~mask_of(prefix);
+    return inside(a, subnet, prefix) && host != 0 && host != ~mask_of(prefix);
+}
+
+template <class Counters>
+std::vector<CounterValue> collect(const Counters& c) {
+    std::vector<CounterValue> out;
+    c.for_each([&](const char* name, const Counter& v) { out.push_back({name, v.get()}); });
+    return out;
+}
+
+// An in-process port: the VMM thread pushes into to_switch() and calls kick(), which writes an
+// eventfd; the network thread wakes on it and hands the frames to the switch.
+class InProcessPortImpl final : public InProcessPort {
+  public:
+    InProcessPortImpl(IoContext& io, std::string name, PortCaps caps, int efd)
+        : InProcessPort(std::move(name), PortKind::guest, caps), efd_(efd), watch_(io, efd) {
+        arm();
+    }
+    ~InProcessPortImpl() override {
+        watch_.release();
+        ::close(efd_);
+    }
+    void kick() noexcept override {
+        const std::uint64_t one = 1;
+        // A failed write means the counter is already non-zero (EAGAIN at the 2^64-2 limit is
+        // the only case): the loop is going to wake anyway.
+        [[maybe_unused]] const auto n = ::write(efd_, &one, sizeof one);
+    }
+    void on_frames_from_switch() noexcept override {
+        if (on_frames_for_vmm) on_frames_for_vmm();
+    }
+
+  private:
+    void arm() {
+        watch_.wait_readable([this](bool ok) {
+            if (!ok) return;
+            std::uint64_t v;
+            [[maybe_unused]] const auto n = ::read(efd_, &v, sizeof v);
+            notify_switch();
+            arm();
+        });
+    }
+    int efd_;
+    FdWatcher watch_;
+};
+
+}  // namespace
+
+struct Network::Impl {
+    NetworkPlan plan;
+    NetworkOptions opts;
+    IoContext io{1};  // one thread: Asio may skip its internal locking
+    boost::asio::executor_work_guard<IoContext::executor_type> work{io.get_executor()};
+    std::unique_ptr<PacketPool> pool;
+    std::unique_ptr<Switch> sw;
+    std::unique_ptr<PcapWriter> pcap;
+    std::unique_ptr<boost::asio::steady_timer> pcap_flush;  // every second, so tcpdump -r keeps up
+    std::unique_ptr<backends::UserspaceGateway> gateway;
+    std::vector<std::unique_ptr<guest::Attachment>> attachments;
+    std::vector<std::unique_ptr<InProcessPortImpl>> inproc;
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+    bool stopped = false;
+
+    // Teardown order matters: the switch unbinds every port it still holds, so it goes before
+    // the ports; ports return their queued buffers to the pool, which outlives them all (it is
+    // declared first); the pcap writer is the switch's tap, so it goes after the switch.
+    ~Impl() {
+        for (auto& a : attachments)
+            a->stop();
+        pcap_flush.reset();
+        sw.reset();
+        inproc.clear();
+        attachments.clear();
+        gateway.reset();
+        pcap.reset();
+    }
+
+    void arm_pcap_flush() {
+        pcap_flush->expires_after(std::chrono::seconds(1));
+        pcap_flush->async_wait([this](const boost::system::error_code& ec) {
+            if (ec || stopped) return;
+            pcap->flush();
+            arm_pcap_flush();
+        });
+    }
+
+    void shutdown() {
+        if (stopped) return;
+        stopped = true;
+        for (auto& a : attachments) {
+            a->stop();
+            sw->remove_port(*a);
+        }
+        if (pcap_flush) pcap_flush->cancel();
+        if (pcap) pcap->flush();
+        work.reset();
+        io.stop();
+    }
+};
+
+Network::Network() : impl_(std::make_unique<Impl>()) {}
+Network::~Network() = default;
+
+Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std::string& error) {
+    if (opts.prefix_len < 1 || opts.prefix_len > 30) {
+        error = "--subnet: prefix length must be 1..30, got /" + std::to_string(opts.prefix_len);
+        return fail(Errc::invalid_argument);
+    }
+    if ((opts.subnet.v & ~mask_of(opts.prefix_len)) != 0) {
+        error = "--subnet: " + opts.subnet.to_string() + "/" + std::to_string(opts.prefix_len) +
+                " has host bits set";
+        return fail(Errc::invalid_argument);
+    }
+    if (opts.mtu < 576 || opts.mtu > 65520) {
+        error = "--mtu: must be 576..65520, got " + std::to_string(opts.mtu);
+        return fail(Errc::invalid_argument);
+    }
+    NetworkPlan plan;
+    plan.subnet = opts.subnet;
+    plan.prefix_len = opts.prefix_len;
+    plan.gateway = opts.gateway.value_or(Ipv4Addr{opts.subnet.v + 1});
+    if (!usable_host(plan.gateway, opts.subnet, opts.prefix_len)) {
+        error = "--gateway: " + plan.gateway.to_string() + " is not a host address of " +
+                opts.subnet.to_string() + "/" + std::to_string(opts.prefix_len);
+        return fail(Errc::invalid_argument);
+    }
+    plan.dns = plan.gateway;
+    if (!opts.no_host_alias) {
+        // Default: the last host address but one (.254 of a /24), as gvproxy does.
+        const Ipv4Addr alias =
+            opts.host_alias.value_or(Ipv4Addr{(opts.subnet.v | ~mask_of(opts.prefix_len)) - 1});
+        if (!usable_host(alias, opts.subnet, opts.prefix_len) || alias == plan.gateway) {
+            error = "--host-alias: " + alias.to_string() +
+                    " must be a host address of the subnet other than the gateway";
+            return fail(Errc::invalid_argument);
+        }
+        plan.host_alias = alias;
+    } else if (opts.host_alias) {
+        error = "--host-alias and --no-host-alias exclude each other";
+        return fail(Errc::invalid_argument);
+    }
+    plan.gateway_mac = kGatewayMac;
+    plan.mtu = opts.mtu;
+
+    std::unique_ptr<Network> net(new Network());
+    Impl& m = *net->impl_;
+    m.plan = plan;
+    m.opts = opts;
+    m.pool = std::make_unique<PacketPool>(opts.pool);
+    m.sw = std::make_unique<Switch>(
+        *m.pool, SwitchConfig{.isolate_guests = opts.isolate, .mac_lock = opts.mac_lock});
+    if (!opts.pcap_path.empty()) {
+        m.pcap = std::make_unique<PcapWriter>();
+        if (!m.pcap->open(opts.pcap_path)) {
+            error = "--pcap: cannot create " + opts.pcap_path + ": " + std::strerror(errno);
+            return fail(Errc::invalid_argument);
+        }
+        m.sw->set_pcap(m.pcap.get());
+        m.pcap_flush = std::make_unique<boost::asio::steady_timer>(m.io);
+        m.arm_pcap_flush();
+    }
+    m.gateway = std::make_unique<backends::UserspaceGateway>(
+        *m.pool, backends::GatewayConfig{.gateway = plan.gateway,
+                                         .dns = plan.dns,
+                                         .host_alias = plan.host_alias,
+                                         .mac = plan.gateway_mac,
+                                         .mtu = plan.mtu});
+    m.sw->add_port(*m.gateway);
+    // No guest may claim the gateway's MAC, and frames to it never flood (switch.cpp: pinned).
+    if (!m.sw->pin_mac(*m.gateway, plan.gateway_mac)) {
+        error = "internal: cannot pin the gateway MAC in the switch";
+        return fail(Errc::invalid_argument);
+    }
+    return net;
+}
+
+Result<void> Network::attach(std::string_view spec, std::string& error) {
+    Impl& m = *impl_;
+    const guest::AttachmentContext ctx{m.io, *m.pool, *m.sw, m.plan.mtu};
+    auto a = guest::make_attachment(spec, ctx, error);
+    if (!a) return fail(a.error());
+    if (auto s = (*a)->start(error); !s) return s;
+    m.sw->add_port(**a);
+    SLW_INFO("attached {} ({})", (*a)->spec(), (*a)->state());
+    m.attachments.push_back(std::move(*a));
+    return {};
+}
+
+Result<InProcessPort*> Network::attach_in_process(std::string name, PortCaps caps,
+                                                  std::string& error) {
+    Impl& m = *impl_;
+    const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (efd < 0) {
+        error = std::string("in-process port ") + name + ": eventfd: " + std::strerror(errno);
+        return fail(Errc::io_error);
+    }
+    UniqueFd owned(efd);  // closed if the port cannot be built (the watcher may throw)
+    auto p = std::make_unique<InProcessPortImpl>(m.io, std::move(name), caps, efd);
+    (void)owned.release();  // the port owns it now
+    m.sw->add_port(*p);
+    m.inproc.push_back(std::move(p));
+    return m.inproc.back().get();
+}
+
+void Network::run() {
+    impl_->io.run();
+}
+
+void Network::stop() noexcept {
+    Impl* m = impl_.get();
+    boost::asio::post(m->io, [m] { m->shutdown(); });
+}
+
+void Network::post(std::function<void()> fn) {
+    boost::asio::post(impl_->io, std::move(fn));
+}
+
+IoContext& Network::io() noexcept {
+    return impl_->io;
+}
+
+const NetworkPlan& Network::plan() const noexcept {
+    return impl_->plan;
+}
+
+NetworkStatus Network::status() const {
+    const Impl& m = *impl_;
+    NetworkStatus s;
+    s.version = std::string(version());
+    s.plan = m.plan;
+    s.uptime = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                                m.started);
+    s.ready = !m.stopped;
+    s.ports.push_back({m.gateway->name(), "gateway", "", "up", {}});
+    for (const auto& a : m.attachments)
+        s.ports.push_back({a->name(), "guest", a->spec(), a->state(), {}});
+    for (const auto& p : m.inproc)
+        s.ports.push_back({p->name(), "guest", "", "in-process", {}});
+    return s;
+}
+
+NetworkStats Network::stats() const {
+    const Impl& m = *impl_;
+    NetworkStats st;
+    st.switch_counters = collect(m.sw->counters());
+    auto port_stats = [](const SwitchPort& p, std::string kind, std::string spec,
+                         std::string state) {
+        return PortStats{p.name(), std::move(kind), std::move(spec), std::move(state),
+                         collect(p.counters())};
+    };
+    st.ports.push_back(port_stats(*m.gateway, "gateway", "", "up"));
+    for (const auto& a : m.attachments)
+        st.ports.push_back(port_stats(*a, "guest", a->spec(), a->state()));
+    for (const auto& p : m.inproc)
+        st.ports.push_back(port_stats(*p, "guest", "", "in-process"));
+    st.gateway_counters = collect(m.gateway->gateway_counters());
+    st.pool = {
+        {"small_capacity", m.pool->capacity(SizeClass::small)},
+        {"large_capacity", m.pool->capacity(SizeClass::large)},
+        {"small_free_global", m.pool->global_free_approx(SizeClass::small)},
+        {"large_free_global", m.pool->global_free_approx(SizeClass::large)},
+        {"exhausted", m.pool->exhausted_count()},
+    };
+    if (m.pcap) {
+        st.switch_counters.push_back({"pcap_frames", m.pcap->frames()});
+        st.switch_counters.push_back({"pcap_errors", m.pcap->errors()});
+    }
+    return st;
+}
+
+}  // namespace slipway
