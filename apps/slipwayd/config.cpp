@@ -1,0 +1,395 @@
+// slipwayd's configuration: CLI11 flags merged over a toml++ config file, then validated.
+//
+// Both sources are first read into the same "raw" form (text as given plus where it came from),
+// merged key by key with the command line winning, and only then validated, so a bad value gets
+// the same message whichever source it came from, naming the flag or the file and key.
+#include "slipwayd/config.hpp"
+
+#include <sys/stat.h>
+#include <toml++/toml.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string_view>
+#include <utility>
+
+#include "common/text.hpp"
+#include "slipway/core/log.hpp"
+
+#ifndef SLIPWAY_VERSION
+#define SLIPWAY_VERSION "unknown"
+#endif
+
+namespace slipway::apps {
+
+std::optional<std::pair<Ipv4Addr, std::uint8_t>> parse_cidr(std::string_view text) noexcept {
+    const auto slash = text.find('/');
+    if (slash == std::string_view::npos) return std::nullopt;
+    const auto addr = Ipv4Addr::parse(text.substr(0, slash));
+    if (!addr) return std::nullopt;
+    const std::string_view len_text = text.substr(slash + 1);
+    unsigned len = 0;
+    const auto [end, ec] = std::from_chars(len_text.data(), len_text.data() + len_text.size(), len);
+    if (len_text.empty() || ec != std::errc{} || end != len_text.data() + len_text.size() ||
+        len > 32)
+        return std::nullopt;
+    return std::pair{*addr, static_cast<std::uint8_t>(len)};
+}
+
+namespace {
+
+// One value as given: its text and how to name it in an error ("--mtu" or "mtu in FILE").
+struct Given {
+    std::string text;
+    std::string where;
+};
+struct GivenBool {
+    bool value = false;
+    std::string where;
+};
+struct GivenList {
+    std::vector<std::string> values;
+    std::string where;
+};
+
+struct Raw {
+    std::optional<Given> subnet, gateway, host_alias, mtu, api, pcap, pid_file, log_level;
+    std::optional<GivenBool> no_host_alias, isolate, no_mac_lock;
+    std::optional<GivenList> attach;
+};
+
+// Reads the TOML file into `raw`. Returns false with `err` set on the first problem.
+bool read_config_file(const std::string& path, Raw& raw, std::string& err) {
+    const std::string label = "--config " + path;
+    // A directory opens as an empty stream with libstdc++: check for a regular file first.
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+        err = label + ": not a regular file";
+        return false;
+    }
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        err = label + ": cannot read: " + std::strerror(errno);
+        return false;
+    }
+    std::ostringstream content;
+    content << in.rdbuf();
+    if (in.bad()) {
+        err = label + ": cannot read: " + std::strerror(errno);
+        return false;
+    }
+
+    toml::table table;
+    try {
+        table = toml::parse(content.str(), path);
+    } catch (const toml::parse_error& e) {
+        const auto& where = e.source().begin;
+        err = label + ": line " + std::to_string(where.line) + " column " +
+              std::to_string(where.column) + ": " +
+              slipway::apps::one_line(std::string(e.description()));
+        return false;
+    }
+
+    for (const auto& entry : table) {
+        // Named, not a structured binding: clang 14 cannot capture bindings in the lambdas below.
+        const std::string key(entry.first.str());
+        const toml::node& node = entry.second;
+        const std::string where = key + " in " + path;
+        auto bad_type = [&](const char* expected) {
+            err = label + ": key '" + key + "' must be " + expected;
+            return false;
+        };
+        auto take_string = [&](std::optional<Given>& slot) {
+            const auto* s = node.as_string();
+            if (s == nullptr) return bad_type("a string");
+            slot = Given{s->get(), where};
+            return true;
+        };
+        auto take_bool = [&](std::optional<GivenBool>& slot) {
+            const auto* b = node.as_boolean();
+            if (b == nullptr) return bad_type("true or false");
+            slot = GivenBool{b->get(), where};
+            return true;
+        };
+
+        bool ok = true;
+        if (key == "subnet") {
+            ok = take_string(raw.subnet);
+        } else if (key == "gateway") {
+            ok = take_string(raw.gateway);
+        } else if (key == "host-alias") {
+            ok = take_string(raw.host_alias);
+        } else if (key == "no-host-alias") {
+            ok = take_bool(raw.no_host_alias);
+        } else if (key == "mtu") {
+            const auto* i = node.as_integer();
+            if (i == nullptr) return bad_type("an integer");
+            raw.mtu = Given{std::to_string(i->get()), where};
+        } else if (key == "attach") {
+            GivenList list{{}, where};
+            if (const auto* s = node.as_string()) {
+                list.values.push_back(s->get());
+            } else if (const auto* arr = node.as_array()) {
+                for (const auto& item : *arr) {
+                    const auto* s2 = item.as_string();
+                    if (s2 == nullptr) return bad_type("an array of strings");
+                    list.values.push_back(s2->get());
+                }
+            } else {
+                return bad_type("an array of strings");
+            }
+            raw.attach = std::move(list);
+        } else if (key == "isolate") {
+            ok = take_bool(raw.isolate);
+        } else if (key == "no-mac-lock") {
+            ok = take_bool(raw.no_mac_lock);
+        } else if (key == "api") {
+            ok = take_string(raw.api);
+        } else if (key == "pcap") {
+            ok = take_string(raw.pcap);
+        } else if (key == "pid-file") {
+            ok = take_string(raw.pid_file);
+        } else if (key == "log-level") {
+            ok = take_string(raw.log_level);
+        } else {
+            err = label + ": unknown key '" + key + "'";
+            return false;
+        }
+        if (!ok) return false;
+    }
+    return true;
+}
+
+template <class T>
+void prefer(std::optional<T>& cli, const std::optional<T>& file) {
+    if (!cli && file) cli = file;
+}
+
+// Merges `file` under `cli` (the command line wins) and validates into `cfg`.
+bool merge_and_validate(Raw cli, const Raw& file, DaemonConfig& cfg, std::string& err) {
+    // The host alias is one choice made by two keys: if the command line makes it (either key),
+    // the file's choice is ignored as a whole; within the file the two must not contradict.
+    if (!cli.host_alias && !cli.no_host_alias) {
+        if (file.host_alias && file.no_host_alias && file.no_host_alias->value) {
+            err = "--config " + cfg.config_file +
+                  ": keys 'host-alias' and 'no-host-alias' are mutually exclusive";
+            return false;
+        }
+        cli.host_alias = file.host_alias;
+        cli.no_host_alias = file.no_host_alias;
+    }
+    prefer(cli.subnet, file.subnet);
+    prefer(cli.gateway, file.gateway);
+    prefer(cli.mtu, file.mtu);
+    prefer(cli.api, file.api);
+    prefer(cli.pcap, file.pcap);
+    prefer(cli.pid_file, file.pid_file);
+    prefer(cli.log_level, file.log_level);
+    prefer(cli.isolate, file.isolate);
+    prefer(cli.no_mac_lock, file.no_mac_lock);
+    prefer(cli.attach, file.attach);
+
+    auto bad = [&](const Given& g, const std::string& problem) {
+        err = g.where + ": '" + g.text + "' " + problem;
+        return false;
+    };
+
+    if (cli.subnet) {
+        const auto cidr = parse_cidr(cli.subnet->text);
+        if (!cidr) return bad(*cli.subnet, "is not a subnet in CIDR form (a.b.c.d/len, len 0..32)");
+        cfg.subnet = cidr->first;
+        cfg.prefix_len = cidr->second;
+    }
+    if (cli.gateway) {
+        const auto a = Ipv4Addr::parse(cli.gateway->text);
+        if (!a) return bad(*cli.gateway, "is not an IPv4 address");
+        cfg.gateway = *a;
+    }
+    if (cli.no_host_alias) cfg.no_host_alias = cli.no_host_alias->value;
+    if (cli.host_alias && !cfg.no_host_alias) {
+        const auto a = Ipv4Addr::parse(cli.host_alias->text);
+        if (!a) return bad(*cli.host_alias, "is not an IPv4 address");
+        cfg.host_alias = *a;
+    }
+    if (cli.mtu) {
+        const std::string& t = cli.mtu->text;
+        long long v = 0;
+        const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+        if (t.empty() || ec != std::errc{} || end != t.data() + t.size() || v < kMinMtu ||
+            v > kMaxMtu)
+            return bad(*cli.mtu, "is not an MTU (an integer from " + std::to_string(kMinMtu) +
+                                     " to " + std::to_string(kMaxMtu) + ")");
+        cfg.mtu = static_cast<std::uint32_t>(v);
+    }
+    if (cli.log_level) {
+        const auto lv = log::parse_level(cli.log_level->text);
+        if (!lv)
+            return bad(*cli.log_level,
+                       "is not a log level (trace|debug|info|warn|error|critical|off)");
+        cfg.log_level = *lv;
+        cfg.log_level_name = cli.log_level->text;
+    }
+    auto path = [&](const std::optional<Given>& g, std::string& out) {
+        if (!g) return true;
+        if (g->text.empty()) {
+            err = g->where + ": empty path";
+            return false;
+        }
+        out = g->text;
+        return true;
+    };
+    if (!path(cli.api, cfg.api) || !path(cli.pcap, cfg.pcap) || !path(cli.pid_file, cfg.pid_file))
+        return false;
+    if (cli.isolate) cfg.isolate = cli.isolate->value;
+    if (cli.no_mac_lock) cfg.no_mac_lock = cli.no_mac_lock->value;
+    if (cli.attach) {
+        for (const auto& spec : cli.attach->values) {
+            if (spec.empty()) {
+                err = cli.attach->where + ": empty attachment spec";
+                return false;
+            }
+        }
+        cfg.attach = cli.attach->values;
+    }
+    return true;
+}
+
+}  // namespace
+
+ParseOutcome parse_command_line(int argc, const char* const* argv) {
+    ParseOutcome outcome;
+
+    CLI::App app{
+        "slipwayd: userspace network for VMs and network namespaces (NAT, DHCP, DNS, switch).\n"
+        "Every flag may also be set in the --config TOML file under its long name without the\n"
+        "dashes (subnet = \"10.0.0.0/24\", attach = [\"qemu:/run/vm.sock\"], isolate = true);\n"
+        "the command line wins over the file.",
+        "slipwayd"};
+    app.set_version_flag("--version", std::string("slipwayd ") + SLIPWAY_VERSION,
+                         "Print the version and exit");
+    app.set_help_flag("-h,--help", "Print this help and exit");
+    app.footer(
+        "Exit status: 0 after SIGTERM or SIGINT; 1 when start-up or running fails (e.g. a socket\n"
+        "that cannot be bound); 2 for a bad flag or value (one line on stderr names it).");
+
+    std::string subnet, gateway, host_alias, mtu, api, pcap, pid_file, log_level, config_file;
+    std::vector<std::string> attach;
+    bool no_host_alias = false, isolate = false, no_mac_lock = false;
+
+    auto* o_subnet =
+        app.add_option("--subnet", subnet, "IPv4 subnet of the network (default 192.168.127.0/24)")
+            ->type_name("CIDR");
+    auto* o_gateway =
+        app.add_option("--gateway", gateway,
+                       "Gateway (and DNS) address, inside the subnet (default: .1, the first "
+                       "host of the subnet)")
+            ->type_name("IP");
+    auto* o_host_alias =
+        app.add_option("--host-alias", host_alias,
+                       "Address in the subnet that reaches the host's 127.0.0.1 (default: .254 "
+                       "of the subnet)")
+            ->type_name("IP");
+    auto* o_no_host_alias = app.add_flag("--no-host-alias", no_host_alias,
+                                         "No host-loopback alias address (default: off)");
+    o_host_alias->excludes(o_no_host_alias);
+    auto* o_mtu = app.add_option("--mtu", mtu,
+                                 "IP MTU offered to guests, " + std::to_string(kMinMtu) + ".." +
+                                     std::to_string(kMaxMtu) + " (default 1500)")
+                      ->type_name("N");
+    auto* o_attach =
+        app.add_option("--attach", attach,
+                       "Guest attachment, repeatable: netns:PATH[,ifname=NAME] (TAP in a network "
+                       "namespace), qemu:PATH (QEMU -netdev stream socket), vfkit:PATH (vfkit/"
+                       "krunkit unixgram socket) (default: none)")
+            ->type_name("SPEC")
+            ->allow_extra_args(false);
+    auto* o_isolate = app.add_flag("--isolate", isolate,
+                                   "Guests reach only the gateway, not each other (default: off)");
+    auto* o_no_mac_lock = app.add_flag(
+        "--no-mac-lock", no_mac_lock,
+        "Let guests change their source MAC (default: a guest port is locked to the first MAC "
+        "it sends from)");
+    auto* o_api = app.add_option("--api", api,
+                                 "Serve the HTTP API (GET /v1/status, /v1/stats) on this unix "
+                                 "socket, mode 0600 (default: no API)")
+                      ->type_name("PATH");
+    auto* o_pcap = app.add_option("--pcap", pcap,
+                                  "Write every switched frame to this pcap file (default: none)")
+                       ->type_name("FILE");
+    auto* o_pid_file =
+        app.add_option("--pid-file", pid_file,
+                       "Write the process id to this file, removed on exit (default: none)")
+            ->type_name("FILE");
+    auto* o_log_level = app.add_option("--log-level", log_level,
+                                       "trace|debug|info|warn|error|critical|off (default info)")
+                            ->type_name("LEVEL");
+    auto* o_config = app.add_option("--config", config_file,
+                                    "TOML file with any of the flags above as keys (default: none)")
+                         ->type_name("FILE");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp&) {
+        outcome.out = app.help();
+        outcome.exit_code = 0;
+        return outcome;
+    } catch (const CLI::CallForVersion& e) {
+        outcome.out = std::string(e.what()) + "\n";
+        outcome.exit_code = 0;
+        return outcome;
+    } catch (const CLI::ParseError& e) {
+        outcome.err = "slipwayd: " + slipway::apps::one_line(e.what()) + " (see --help)";
+        outcome.exit_code = kExitUsage;
+        return outcome;
+    }
+
+    Raw cli;
+    auto given = [](CLI::Option* o, const std::string& v, std::optional<Given>& slot) {
+        if (o->count() > 0) slot = Given{v, o->get_name()};
+    };
+    auto given_bool = [](CLI::Option* o, bool v, std::optional<GivenBool>& slot) {
+        if (o->count() > 0) slot = GivenBool{v, o->get_name()};
+    };
+    given(o_subnet, subnet, cli.subnet);
+    given(o_gateway, gateway, cli.gateway);
+    given(o_host_alias, host_alias, cli.host_alias);
+    given(o_mtu, mtu, cli.mtu);
+    given(o_api, api, cli.api);
+    given(o_pcap, pcap, cli.pcap);
+    given(o_pid_file, pid_file, cli.pid_file);
+    given(o_log_level, log_level, cli.log_level);
+    given_bool(o_no_host_alias, no_host_alias, cli.no_host_alias);
+    given_bool(o_isolate, isolate, cli.isolate);
+    given_bool(o_no_mac_lock, no_mac_lock, cli.no_mac_lock);
+    if (o_attach->count() > 0) cli.attach = GivenList{attach, o_attach->get_name()};
+
+    DaemonConfig cfg;
+    Raw file;
+    std::string err;
+    if (o_config->count() > 0 && config_file.empty()) {
+        outcome.err = "slipwayd: --config: empty path";
+        outcome.exit_code = kExitUsage;
+        return outcome;
+    }
+    if (!config_file.empty()) {
+        cfg.config_file = config_file;
+        if (!read_config_file(config_file, file, err)) {
+            outcome.err = "slipwayd: " + err;
+            outcome.exit_code = kExitUsage;
+            return outcome;
+        }
+    }
+    if (!merge_and_validate(std::move(cli), file, cfg, err)) {
+        outcome.err = "slipwayd: " + err;
+        outcome.exit_code = kExitUsage;
+        return outcome;
+    }
+    outcome.config = std::move(cfg);
+    return outcome;
+}
+
+}  // namespace slipway::apps

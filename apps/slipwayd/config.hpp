@@ -1,0 +1,59 @@
+// slipwayd's configuration: command-line flags merged over an optional TOML file (DESIGN §4).
+#pragma once
+
+#include <spdlog/common.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "slipway/core/types.hpp"
+
+namespace slipway::apps {
+
+// Everything slipwayd takes from its command line and config file, after defaults. Values whose
+// meaning depends on the subnet (gateway and host alias inside it) are checked by
+// Network::create; attachment specs by Network::attach.
+struct DaemonConfig {
+    Ipv4Addr subnet = Ipv4Addr::from_octets(192, 168, 127, 0);
+    std::uint8_t prefix_len = 24;
+    std::optional<Ipv4Addr> gateway;     // unset: .1 of the subnet (Network's default)
+    std::optional<Ipv4Addr> host_alias;  // unset: .254 (Network's default) unless no_host_alias
+    bool no_host_alias = false;
+    std::uint32_t mtu = 1500;
+    std::vector<std::string> attach;
+    bool isolate = false;
+    bool no_mac_lock = false;
+    std::string api;       // empty: no API socket
+    std::string pcap;      // empty: no capture
+    std::string pid_file;  // empty: none
+    spdlog::level::level_enum log_level = spdlog::level::info;
+    std::string log_level_name = "info";
+    std::string config_file;  // empty: none
+};
+
+// What parse_command_line decided. When `config` is set the daemon runs with it; otherwise the
+// process exits with `exit_code` after printing `out` to stdout (--help, --version) or `err` (one
+// line, no trailing newline) to stderr.
+struct ParseOutcome {
+    std::optional<DaemonConfig> config;
+    int exit_code = 0;
+    std::string out;
+    std::string err;
+};
+
+inline constexpr int kExitUsage = 2;    // bad flag or value (DESIGN §4)
+inline constexpr int kExitRuntime = 1;  // failure after start-up began
+
+inline constexpr std::uint32_t kMinMtu = 576;
+inline constexpr std::uint32_t kMaxMtu = 65520;
+
+// Parses argv (argv[0] is the program name) and the --config file if one is named. Never prints
+// and never exits.
+ParseOutcome parse_command_line(int argc, const char* const* argv);
+
+// "a.b.c.d/n" → address and prefix length; nullopt when malformed or n > 32.
+std::optional<std::pair<Ipv4Addr, std::uint8_t>> parse_cidr(std::string_view text) noexcept;
+
+}  // namespace slipway::apps

@@ -1,0 +1,165 @@
+// slipwayd: the daemon that runs one virtual network for QEMU, vfkit and network namespaces.
+//
+// Theory of operation. slipwayd is a thin layer over slipway::Network (embed/):
+//   1. Parse the command line and the --config TOML file (config.cpp); the command line wins.
+//   2. log::init(level); Network::create (validates the address plan, MTU, pcap file).
+//   3. Write the pid file if asked.
+//   4. Network::attach each --attach spec, in order; each starts listening at once.
+//   5. Start the HTTP API (api_server.cpp) on the network's own io_context if --api is given, so
+//      its handlers run on the network thread and may read status and counters without locks.
+//   6. SIGTERM/SIGINT through a boost::asio::signal_set on that io_context: the handler closes
+//      the API and calls Network::stop(). SIGPIPE is ignored: a peer closing its socket must
+//      show up as an EPIPE on that socket, not kill the daemon.
+//   7. Log one line containing "ready" once the loop runs (every attachment is listening by
+//      then); scripts and tests wait for it. Then Network::run() until stopped.
+//   8. On the way out: close the API, remove the API socket and the pid file, exit 0.
+// Exit status: 0 after a signal; 2 for a bad flag or value (including what Network::create and
+// Network::attach reject as invalid), with one line on stderr naming it; 1 for failures while
+// starting or running (a socket path that cannot be bound, a pid file that cannot be written).
+#include <pthread.h>
+#include <unistd.h>
+
+#include <boost/asio/signal_set.hpp>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "slipway/core/log.hpp"
+#include "slipway/embed/network.hpp"
+#include "slipwayd/api_server.hpp"
+#include "slipwayd/config.hpp"
+#include "slipwayd/render_json.hpp"
+
+namespace {
+
+using namespace slipway;
+using namespace slipway::apps;
+
+int fail_with(int code, const std::string& message) {
+    std::fprintf(stderr, "slipwayd: %s\n", message.c_str());
+    return code;
+}
+
+int exit_code_for(Errc e) {
+    return e == Errc::invalid_argument ? kExitUsage : kExitRuntime;
+}
+
+NetworkOptions to_options(const DaemonConfig& cfg) {
+    NetworkOptions o;
+    o.subnet = cfg.subnet;
+    o.prefix_len = cfg.prefix_len;
+    o.gateway = cfg.gateway;
+    o.host_alias = cfg.host_alias;
+    o.no_host_alias = cfg.no_host_alias;
+    o.mtu = cfg.mtu;
+    o.isolate = cfg.isolate;
+    o.mac_lock = !cfg.no_mac_lock;
+    o.pcap_path = cfg.pcap;
+    return o;
+}
+
+// Removes the pid file on every way out of main once it has been written.
+struct PidFile {
+    std::string path;
+    bool written = false;
+    ~PidFile() {
+        if (written) ::unlink(path.c_str());
+    }
+};
+
+int run_daemon(const DaemonConfig& cfg) {
+    // SIGTERM/SIGINT wait (pending) until the signal_set below exists, so a stop request during
+    // start-up still closes the sockets and removes the pid file instead of killing us midway.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+    log::init(cfg.log_level);
+
+    std::string error;
+    auto created = Network::create(to_options(cfg), error);
+    if (!created) return fail_with(exit_code_for(created.error()), error);
+    std::unique_ptr<Network> net = std::move(*created);
+    if (!cfg.config_file.empty()) SLW_INFO("config file {}", cfg.config_file);
+
+    PidFile pid_file{cfg.pid_file};
+    if (!cfg.pid_file.empty()) {
+        std::ofstream out(cfg.pid_file, std::ios::trunc);
+        out << ::getpid() << "\n";
+        out.flush();
+        if (!out) return fail_with(kExitRuntime, "--pid-file " + cfg.pid_file + ": cannot write");
+        pid_file.written = true;
+    }
+
+    for (const auto& spec : cfg.attach) {
+        error.clear();
+        if (auto r = net->attach(spec, error); !r) {
+            // Name the flag; add the spec unless the attachment's own message already has it.
+            std::string line = "--attach";
+            if (error.find(spec) == std::string::npos) line += " " + spec;
+            line += ": " + (error.empty() ? std::string(to_string(r.error())) : error);
+            return fail_with(exit_code_for(r.error()), line);
+        }
+    }
+
+    // Declared after `net`, so destroyed before the io_context it runs on.
+    std::optional<ApiServer> api;
+    if (!cfg.api.empty()) {
+        Network* n = net.get();
+        api.emplace(net->io(), ApiProviders{
+                                   [n] { return status_to_json(n->status()); },
+                                   [n] { return stats_to_json(n->stats()); },
+                               });
+        error.clear();
+        if (auto r = api->start(cfg.api, error); !r)
+            return fail_with(exit_code_for(r.error()), error);
+    }
+
+    std::signal(SIGPIPE, SIG_IGN);
+    boost::asio::signal_set signals(net->io(), SIGTERM, SIGINT);
+    signals.async_wait([&](const boost::system::error_code& ec, int signo) {
+        if (ec) return;
+        SLW_INFO("signal {}: stopping", signo);
+        if (api) api->stop();
+        net->stop();
+    });
+    ::pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);  // a pending one is delivered now
+
+    net->post([&] {
+        const auto status = net->status();
+        if (!status.ready) SLW_WARN("some attachments are not listening");
+        SLW_INFO("slipwayd ready: {} attachment{}, api {}, subnet {}/{}, gateway {}",
+                 cfg.attach.size(), cfg.attach.size() == 1 ? "" : "s",
+                 cfg.api.empty() ? "none" : cfg.api, status.plan.subnet.to_string(),
+                 status.plan.prefix_len, status.plan.gateway.to_string());
+    });
+
+    net->run();
+
+    boost::system::error_code ignored;
+    signals.cancel(ignored);
+    if (api) api->stop();  // also removes the socket file
+    SLW_INFO("slipwayd stopped");
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    ParseOutcome parsed = parse_command_line(argc, argv);
+    if (!parsed.config) {
+        if (!parsed.out.empty()) std::fputs(parsed.out.c_str(), stdout);
+        if (!parsed.err.empty()) std::fprintf(stderr, "%s\n", parsed.err.c_str());
+        return parsed.exit_code;
+    }
+    try {
+        return run_daemon(*parsed.config);
+    } catch (const std::exception& e) {
+        return fail_with(kExitRuntime, std::string("fatal: ") + e.what());
+    }
+}

@@ -1,0 +1,306 @@
+// slipwayd configuration: defaults, flags, the TOML file, precedence and error messages.
+#include "slipwayd/config.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+namespace slipway::apps {
+namespace {
+
+ParseOutcome parse(std::initializer_list<std::string> args) {
+    std::vector<std::string> owned{"slipwayd"};
+    owned.insert(owned.end(), args.begin(), args.end());
+    std::vector<const char*> argv;
+    for (const auto& a : owned)
+        argv.push_back(a.c_str());
+    return parse_command_line(static_cast<int>(argv.size()), argv.data());
+}
+
+Ipv4Addr ip(std::uint8_t a, std::uint8_t b, std::uint8_t c, std::uint8_t d) {
+    return Ipv4Addr::from_octets(a, b, c, d);
+}
+
+// A TOML file in a private temporary directory, removed with the test.
+class TempToml {
+  public:
+    explicit TempToml(const std::string& content) {
+        char dir[] = "/tmp/slipway-config-test-XXXXXX";
+        EXPECT_NE(::mkdtemp(dir), nullptr);
+        dir_ = dir;
+        path_ = dir_ + "/slipwayd.toml";
+        std::ofstream(path_) << content;
+    }
+    ~TempToml() {
+        ::unlink(path_.c_str());
+        ::rmdir(dir_.c_str());
+    }
+    [[nodiscard]] const std::string& path() const { return path_; }
+
+  private:
+    std::string dir_;
+    std::string path_;
+};
+
+void expect_usage_error(const ParseOutcome& out, std::initializer_list<std::string> needles) {
+    EXPECT_FALSE(out.config.has_value());
+    EXPECT_EQ(out.exit_code, 2);
+    EXPECT_EQ(out.err.find('\n'), std::string::npos) << out.err;
+    EXPECT_EQ(out.err.rfind("slipwayd: ", 0), 0u) << out.err;
+    for (const auto& n : needles)
+        EXPECT_NE(out.err.find(n), std::string::npos) << "'" << n << "' not in: " << out.err;
+}
+
+TEST(Config, Defaults) {
+    const auto out = parse({});
+    ASSERT_TRUE(out.config.has_value()) << out.err;
+    const DaemonConfig& c = *out.config;
+    EXPECT_EQ(c.subnet, ip(192, 168, 127, 0));
+    EXPECT_EQ(c.prefix_len, 24);
+    EXPECT_FALSE(c.gateway.has_value());
+    EXPECT_FALSE(c.host_alias.has_value());
+    EXPECT_FALSE(c.no_host_alias);
+    EXPECT_EQ(c.mtu, 1500u);
+    EXPECT_TRUE(c.attach.empty());
+    EXPECT_FALSE(c.isolate);
+    EXPECT_FALSE(c.no_mac_lock);
+    EXPECT_TRUE(c.api.empty());
+    EXPECT_TRUE(c.pcap.empty());
+    EXPECT_TRUE(c.pid_file.empty());
+    EXPECT_EQ(c.log_level, spdlog::level::info);
+    EXPECT_TRUE(out.err.empty());
+}
+
+TEST(Config, EveryFlag) {
+    const auto out = parse({"--subnet",     "10.0.2.0/24",
+                            "--gateway",    "10.0.2.2",
+                            "--host-alias", "10.0.2.3",
+                            "--mtu",        "9000",
+                            "--attach",     "qemu:/tmp/a.sock",
+                            "--attach",     "netns:/run/netns/g,ifname=slw0",
+                            "--isolate",    "--no-mac-lock",
+                            "--api",        "/tmp/api.sock",
+                            "--pcap",       "/tmp/x.pcap",
+                            "--pid-file",   "/tmp/x.pid",
+                            "--log-level",  "debug"});
+    ASSERT_TRUE(out.config.has_value()) << out.err;
+    const DaemonConfig& c = *out.config;
+    EXPECT_EQ(c.subnet, ip(10, 0, 2, 0));
+    EXPECT_EQ(c.prefix_len, 24);
+    EXPECT_EQ(c.gateway, ip(10, 0, 2, 2));
+    EXPECT_EQ(c.host_alias, ip(10, 0, 2, 3));
+    EXPECT_EQ(c.mtu, 9000u);
+    EXPECT_EQ(c.attach,
+              (std::vector<std::string>{"qemu:/tmp/a.sock", "netns:/run/netns/g,ifname=slw0"}));
+    EXPECT_TRUE(c.isolate);
+    EXPECT_TRUE(c.no_mac_lock);
+    EXPECT_EQ(c.api, "/tmp/api.sock");
+    EXPECT_EQ(c.pcap, "/tmp/x.pcap");
+    EXPECT_EQ(c.pid_file, "/tmp/x.pid");
+    EXPECT_EQ(c.log_level, spdlog::level::debug);
+}
+
+TEST(Config, EqualsFormAndNoHostAlias) {
+    const auto out = parse({"--subnet=172.16.0.0/12", "--no-host-alias", "--mtu=576"});
+    ASSERT_TRUE(out.config.has_value()) << out.err;
+    EXPECT_EQ(out.config->prefix_len, 12);
+    EXPECT_TRUE(out.config->no_host_alias);
+    EXPECT_FALSE(out.config->host_alias.has_value());
+    EXPECT_EQ(out.config->mtu, 576u);
+    EXPECT_TRUE(parse({"--mtu", "65520"}).config.has_value());
+}
+
+TEST(Config, HelpListsEveryFlagWithDefaults) {
+    const auto out = parse({"--help"});
+    EXPECT_FALSE(out.config.has_value());
+    EXPECT_EQ(out.exit_code, 0);
+    for (const char* s :
+         {"--subnet", "--gateway", "--host-alias", "--no-host-alias", "--mtu", "--attach",
+          "--isolate", "--no-mac-lock", "--api", "--pcap", "--pid-file", "--log-level", "--config",
+          "--version", "--help", "192.168.127.0/24", "default 1500", "default info", "576..65520"})
+        EXPECT_NE(out.out.find(s), std::string::npos) << s;
+}
+
+TEST(Config, Version) {
+    const auto out = parse({"--version"});
+    EXPECT_FALSE(out.config.has_value());
+    EXPECT_EQ(out.exit_code, 0);
+    EXPECT_EQ(out.out.rfind("slipwayd ", 0), 0u) << out.out;
+}
+
+TEST(Config, BadFlagsAndValues) {
+    expect_usage_error(parse({"--bogus"}), {"--bogus"});
+    expect_usage_error(parse({"stray"}), {"stray"});
+    expect_usage_error(parse({"--subnet"}), {"--subnet"});
+    expect_usage_error(parse({"--subnet", "10.0.0.0/33"}), {"--subnet", "10.0.0.0/33", "CIDR"});
+    expect_usage_error(parse({"--subnet", "10.0.0.0"}), {"--subnet", "10.0.0.0"});
+    expect_usage_error(parse({"--subnet", "10.0.0/24"}), {"--subnet"});
+    expect_usage_error(parse({"--gateway", "10.0.0.300"}), {"--gateway", "10.0.0.300"});
+    expect_usage_error(parse({"--host-alias", "x"}), {"--host-alias", "'x'"});
+    expect_usage_error(parse({"--mtu", "575"}), {"--mtu", "575", "576", "65520"});
+    expect_usage_error(parse({"--mtu", "65521"}), {"--mtu", "65521"});
+    expect_usage_error(parse({"--mtu", "15OO"}), {"--mtu", "15OO"});
+    expect_usage_error(parse({"--mtu", "-1"}), {"--mtu"});
+    expect_usage_error(parse({"--log-level", "loud"}), {"--log-level", "loud", "trace"});
+    expect_usage_error(parse({"--host-alias", "192.168.127.9", "--no-host-alias"}),
+                       {"--host-alias", "--no-host-alias"});
+    expect_usage_error(parse({"--api", ""}), {"--api", "empty"});
+    expect_usage_error(parse({"--attach", ""}), {"--attach", "empty"});
+    expect_usage_error(parse({"--config", ""}), {"--config", "empty"});
+}
+
+TEST(Config, TomlFile) {
+    TempToml f(R"(# a comment
+subnet = "10.9.0.0/16"
+gateway = "10.9.0.1"
+host-alias = "10.9.255.254"
+mtu = 4000
+attach = ["qemu:/tmp/a.sock", "vfkit:/tmp/b.sock"]
+isolate = true
+no-mac-lock = true
+api = "/tmp/api.sock"
+pcap = "/tmp/cap.pcap"
+pid-file = "/tmp/d.pid"
+log-level = "warn"
+)");
+    const auto out = parse({"--config", f.path()});
+    ASSERT_TRUE(out.config.has_value()) << out.err;
+    const DaemonConfig& c = *out.config;
+    EXPECT_EQ(c.subnet, ip(10, 9, 0, 0));
+    EXPECT_EQ(c.prefix_len, 16);
+    EXPECT_EQ(c.gateway, ip(10, 9, 0, 1));
+    EXPECT_EQ(c.host_alias, ip(10, 9, 255, 254));
+    EXPECT_EQ(c.mtu, 4000u);
+    EXPECT_EQ(c.attach, (std::vector<std::string>{"qemu:/tmp/a.sock", "vfkit:/tmp/b.sock"}));
+    EXPECT_TRUE(c.isolate);
+    EXPECT_TRUE(c.no_mac_lock);
+    EXPECT_EQ(c.api, "/tmp/api.sock");
+    EXPECT_EQ(c.pcap, "/tmp/cap.pcap");
+    EXPECT_EQ(c.pid_file, "/tmp/d.pid");
+    EXPECT_EQ(c.log_level, spdlog::level::warn);
+    EXPECT_EQ(c.config_file, f.path());
+}
+
+TEST(Config, CommandLineWinsOverFile) {
+    TempToml f(R"(subnet = "10.9.0.0/16"
+mtu = 4000
+attach = ["qemu:/tmp/a.sock", "qemu:/tmp/b.sock"]
+log-level = "error"
+isolate = true
+)");
+    // Flags before and after --config: position does not matter, the command line wins.
+    const auto out = parse({"--subnet", "10.1.0.0/24", "--config", f.path(), "--attach",
+                            "vfkit:/tmp/c.sock", "--log-level", "trace"});
+    ASSERT_TRUE(out.config.has_value()) << out.err;
+    const DaemonConfig& c = *out.config;
+    EXPECT_EQ(c.subnet, ip(10, 1, 0, 0));
+    EXPECT_EQ(c.prefix_len, 24);
+    EXPECT_EQ(c.mtu, 4000u);                                               // only in the file
+    EXPECT_EQ(c.attach, (std::vector<std::string>{"vfkit:/tmp/c.sock"}));  // list replaced
+    EXPECT_EQ(c.log_level, spdlog::level::trace);
+    EXPECT_TRUE(c.isolate);
+}
+
+TEST(Config, HostAliasChoiceOnCommandLineReplacesFiles) {
+    TempToml no_alias("no-host-alias = true\n");
+    auto out = parse({"--config", no_alias.path(), "--host-alias", "192.168.127.200"});
+    ASSERT_TRUE(out.config.has_value()) << out.err;
+    EXPECT_FALSE(out.config->no_host_alias);
+    EXPECT_EQ(out.config->host_alias, ip(192, 168, 127, 200));
+
+    TempToml alias("host-alias = \"192.168.127.200\"\n");
+    out = parse({"--config", alias.path(), "--no-host-alias"});
+    ASSERT_TRUE(out.config.has_value()) << out.err;
+    EXPECT_TRUE(out.config->no_host_alias);
+    EXPECT_FALSE(out.config->host_alias.has_value());
+
+    out = parse({"--config", no_alias.path()});
+    ASSERT_TRUE(out.config.has_value()) << out.err;
+    EXPECT_TRUE(out.config->no_host_alias);
+
+    TempToml both("host-alias = \"192.168.127.200\"\nno-host-alias = true\n");
+    expect_usage_error(parse({"--config", both.path()}),
+                       {both.path(), "host-alias", "no-host-alias"});
+}
+
+TEST(Config, SingleStringAttachInFile) {
+    TempToml f("attach = \"qemu:/tmp/one.sock\"\n");
+    const auto out = parse({"--config", f.path()});
+    ASSERT_TRUE(out.config.has_value()) << out.err;
+    EXPECT_EQ(out.config->attach, (std::vector<std::string>{"qemu:/tmp/one.sock"}));
+}
+
+TEST(Config, FileErrors) {
+    {
+        TempToml f("subnet = \"10.0.0.0/24\"\nbogus-key = 1\n");
+        expect_usage_error(parse({"--config", f.path()}), {"--config", f.path(), "bogus-key"});
+    }
+    {
+        TempToml f("[extra]\nsubnet = \"10.0.0.0/24\"\n");
+        expect_usage_error(parse({"--config", f.path()}), {"unknown key 'extra'"});
+    }
+    {
+        TempToml f("config = \"/etc/other.toml\"\n");
+        expect_usage_error(parse({"--config", f.path()}), {"unknown key 'config'"});
+    }
+    {
+        TempToml f("mtu = \"big\"\n");
+        expect_usage_error(parse({"--config", f.path()}), {"'mtu'", "integer"});
+    }
+    {
+        TempToml f("mtu = 70000\n");
+        expect_usage_error(parse({"--config", f.path()}), {"mtu in " + f.path(), "70000"});
+    }
+    {
+        TempToml f("subnet = \"nope\"\n");
+        expect_usage_error(parse({"--config", f.path()}), {"subnet in " + f.path(), "nope"});
+    }
+    {
+        TempToml f("isolate = \"yes\"\n");
+        expect_usage_error(parse({"--config", f.path()}), {"'isolate'", "true or false"});
+    }
+    {
+        TempToml f("attach = [\"qemu:/a\", 3]\n");
+        expect_usage_error(parse({"--config", f.path()}), {"'attach'", "array of strings"});
+    }
+    {
+        TempToml f("subnet = \"10.0.0.0/24\"\nmtu = = 3\n");
+        expect_usage_error(parse({"--config", f.path()}), {f.path(), "line 2"});
+    }
+    {
+        TempToml f("log-level = \"chatty\"\n");
+        expect_usage_error(parse({"--config", f.path()}), {"log-level in", "chatty"});
+    }
+    // A bad value in the file does not matter when the command line replaces it.
+    {
+        TempToml f("mtu = 70000\n");
+        EXPECT_TRUE(parse({"--config", f.path(), "--mtu", "1400"}).config.has_value());
+    }
+    expect_usage_error(parse({"--config", "/nonexistent/slipwayd.toml"}),
+                       {"--config /nonexistent/slipwayd.toml", "cannot read"});
+    // A directory is not a config file (libstdc++ would read it as empty).
+    expect_usage_error(parse({"--config", "/tmp"}), {"--config /tmp", "not a regular file"});
+}
+
+TEST(Config, ParseCidr) {
+    const auto a = parse_cidr("192.168.127.0/24");
+    ASSERT_TRUE(a.has_value());
+    EXPECT_EQ(a->first, ip(192, 168, 127, 0));
+    EXPECT_EQ(a->second, 24);
+    EXPECT_TRUE(parse_cidr("0.0.0.0/0").has_value());
+    EXPECT_TRUE(parse_cidr("10.0.0.1/32").has_value());
+    EXPECT_FALSE(parse_cidr("10.0.0.0/33").has_value());
+    EXPECT_FALSE(parse_cidr("10.0.0.0/").has_value());
+    EXPECT_FALSE(parse_cidr("10.0.0.0/2x").has_value());
+    EXPECT_FALSE(parse_cidr("10.0.0.0/+8").has_value());
+    EXPECT_FALSE(parse_cidr("/24").has_value());
+    EXPECT_FALSE(parse_cidr("10.0.0.0").has_value());
+}
+
+}  // namespace
+}  // namespace slipway::apps
