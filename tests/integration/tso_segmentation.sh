@@ -9,9 +9,10 @@ netns_add g1
 netns_add g2
 start_daemon --attach "$(guest_spec g1)" --attach "qemu:$Q"
 guest_up g1 192.168.127.2/24
-bg g2 "$PY" "$TOOLS/qemu_tap_relay.py" "$Q" slw0 "$SLW_TMP/relay.stats"
+bg g2 "$PY" "$TOOLS/qemu_tap_relay.py" "$Q" slw0 "$SLW_TMP/relay.stats" 2>"$SLW_TMP/relay.log"
 RELAY=$LAST_PID
-wait_until 5 ip -n g2 link show slw0 || fail "relay TAP did not appear"
+wait_until 10 ip -n g2 link show slw0 ||
+    fail "relay TAP did not appear: $(cat "$SLW_TMP/relay.log"; kill -0 "$RELAY" 2>/dev/null && echo '(relay running)')"
 ip -n g2 link set slw0 up
 ip -n g2 addr add 192.168.127.3/24 dev slw0
 expect "g1 reaches g2 through the qemu port" in_ns g1 ping -c 2 -i 0.2 -W 2 192.168.127.3
