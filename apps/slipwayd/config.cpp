@@ -19,6 +19,7 @@
 
 #include "common/text.hpp"
 #include "slipway/core/log.hpp"
+#include "slipway/dhcp/server.hpp"
 
 #ifndef SLIPWAY_VERSION
 #define SLIPWAY_VERSION "unknown"
@@ -60,6 +61,9 @@ struct Raw {
     std::optional<Given> subnet, gateway, host_alias, mtu, api, pcap, pid_file, log_level;
     std::optional<GivenBool> no_host_alias, isolate, no_mac_lock;
     std::optional<GivenList> attach;
+    std::optional<Given> dhcp_range, lease_time, domain, lease_file;
+    std::optional<GivenBool> no_dhcp;
+    std::optional<GivenList> dhcp_static, search;
 };
 
 // Reads the TOML file into `raw`. Returns false with `err` set on the first problem.
@@ -116,20 +120,8 @@ bool read_config_file(const std::string& path, Raw& raw, std::string& err) {
             return true;
         };
 
-        bool ok = true;
-        if (key == "subnet") {
-            ok = take_string(raw.subnet);
-        } else if (key == "gateway") {
-            ok = take_string(raw.gateway);
-        } else if (key == "host-alias") {
-            ok = take_string(raw.host_alias);
-        } else if (key == "no-host-alias") {
-            ok = take_bool(raw.no_host_alias);
-        } else if (key == "mtu") {
-            const auto* i = node.as_integer();
-            if (i == nullptr) return bad_type("an integer");
-            raw.mtu = Given{std::to_string(i->get()), where};
-        } else if (key == "attach") {
+        // A string or an array of strings (repeatable flags, DESIGN §4).
+        auto take_list = [&](std::optional<GivenList>& slot) {
             GivenList list{{}, where};
             if (const auto* s = node.as_string()) {
                 list.values.push_back(s->get());
@@ -142,7 +134,43 @@ bool read_config_file(const std::string& path, Raw& raw, std::string& err) {
             } else {
                 return bad_type("an array of strings");
             }
-            raw.attach = std::move(list);
+            slot = std::move(list);
+            return true;
+        };
+        auto take_int = [&](std::optional<Given>& slot) {
+            const auto* i = node.as_integer();
+            if (i == nullptr) return bad_type("an integer");
+            slot = Given{std::to_string(i->get()), where};
+            return true;
+        };
+
+        bool ok = true;
+        if (key == "subnet") {
+            ok = take_string(raw.subnet);
+        } else if (key == "gateway") {
+            ok = take_string(raw.gateway);
+        } else if (key == "host-alias") {
+            ok = take_string(raw.host_alias);
+        } else if (key == "no-host-alias") {
+            ok = take_bool(raw.no_host_alias);
+        } else if (key == "mtu") {
+            ok = take_int(raw.mtu);
+        } else if (key == "attach") {
+            ok = take_list(raw.attach);
+        } else if (key == "no-dhcp") {
+            ok = take_bool(raw.no_dhcp);
+        } else if (key == "dhcp-range") {
+            ok = take_string(raw.dhcp_range);
+        } else if (key == "dhcp-static") {
+            ok = take_list(raw.dhcp_static);
+        } else if (key == "lease-time") {
+            ok = take_int(raw.lease_time);
+        } else if (key == "domain") {
+            ok = take_string(raw.domain);
+        } else if (key == "search") {
+            ok = take_list(raw.search);
+        } else if (key == "lease-file") {
+            ok = take_string(raw.lease_file);
         } else if (key == "isolate") {
             ok = take_bool(raw.isolate);
         } else if (key == "no-mac-lock") {
@@ -160,6 +188,84 @@ bool read_config_file(const std::string& path, Raw& raw, std::string& err) {
             return false;
         }
         if (!ok) return false;
+    }
+    return true;
+}
+
+bool valid_domain(std::string_view d) {
+    if (d.empty() || d.size() > 253) return false;
+    std::size_t label = 0;
+    for (char c : d) {
+        if (c == '.') {
+            if (label == 0) return false;
+            label = 0;
+            continue;
+        }
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || c == '-' || c == '_';
+        if (!ok || ++label > 63) return false;
+    }
+    return label != 0;
+}
+
+// The DHCP flags; what depends on the subnet is Network::create's to check.
+bool dhcp_options(const Raw& cli, DaemonConfig& cfg, std::string& err) {
+    auto bad = [&](const std::string& where, const std::string& text, const std::string& problem) {
+        err = where + ": '" + text + "' " + problem;
+        return false;
+    };
+    if (cli.no_dhcp) cfg.no_dhcp = cli.no_dhcp->value;
+    if (cli.dhcp_range) {
+        const auto r = dhcp::parse_range(cli.dhcp_range->text);
+        if (!r)
+            return bad(cli.dhcp_range->where, cli.dhcp_range->text,
+                       "is not an address range (FIRST-LAST, e.g. 192.168.127.10-192.168.127.99)");
+        cfg.dhcp_range = *r;
+    }
+    if (cli.dhcp_static) {
+        for (const auto& v : cli.dhcp_static->values) {
+            const auto st = dhcp::parse_static(v);
+            if (!st)
+                return bad(cli.dhcp_static->where, v,
+                           "is not MAC=IP[,hostname] (e.g. 52:54:00:12:34:56=192.168.127.10,web)");
+            cfg.dhcp_static.push_back(DhcpStatic{st->mac, st->ip, st->hostname});
+        }
+    }
+    if (cli.lease_time) {
+        const std::string& t = cli.lease_time->text;
+        long long v = 0;
+        const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+        if (t.empty() || ec != std::errc{} || end != t.data() + t.size() || v < 60 || v > 31536000)
+            return bad(cli.lease_time->where, t, "is not a lease time (seconds, 60 to 31536000)");
+        cfg.lease_time_s = static_cast<std::uint32_t>(v);
+    }
+    if (cli.domain) {
+        if (!valid_domain(cli.domain->text))
+            return bad(cli.domain->where, cli.domain->text, "is not a domain name");
+        cfg.domain = cli.domain->text;
+    }
+    if (cli.search) {
+        cfg.search.clear();
+        for (const auto& v : cli.search->values) {
+            // --search D1,D2 on the command line; an array (or one comma list) in the file.
+            std::string_view rest = v;
+            while (!rest.empty()) {
+                const auto comma = rest.find(',');
+                const std::string_view d = rest.substr(0, comma);
+                if (!valid_domain(d))
+                    return bad(cli.search->where, v, "is not a comma-separated list of domains");
+                cfg.search.emplace_back(d);
+                rest =
+                    comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+            }
+        }
+    }
+    if (cli.lease_file) {
+        if (cli.lease_file->text.empty()) {
+            err = cli.lease_file->where + ": empty path";
+            return false;
+        }
+        cfg.lease_file = cli.lease_file->text;
     }
     return true;
 }
@@ -192,6 +298,13 @@ bool merge_and_validate(Raw cli, const Raw& file, DaemonConfig& cfg, std::string
     prefer(cli.isolate, file.isolate);
     prefer(cli.no_mac_lock, file.no_mac_lock);
     prefer(cli.attach, file.attach);
+    prefer(cli.no_dhcp, file.no_dhcp);
+    prefer(cli.dhcp_range, file.dhcp_range);
+    prefer(cli.dhcp_static, file.dhcp_static);
+    prefer(cli.lease_time, file.lease_time);
+    prefer(cli.domain, file.domain);
+    prefer(cli.search, file.search);
+    prefer(cli.lease_file, file.lease_file);
 
     auto bad = [&](const Given& g, const std::string& problem) {
         err = g.where + ": '" + g.text + "' " + problem;
@@ -255,6 +368,7 @@ bool merge_and_validate(Raw cli, const Raw& file, DaemonConfig& cfg, std::string
         }
         cfg.attach = cli.attach->values;
     }
+    if (!dhcp_options(cli, cfg, err)) return false;
     return true;
 }
 
@@ -327,6 +441,34 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
     auto* o_log_level = app.add_option("--log-level", log_level,
                                        "trace|debug|info|warn|error|critical|off (default info)")
                             ->type_name("LEVEL");
+    std::string dhcp_range, lease_time, domain, search, lease_file;
+    std::vector<std::string> dhcp_static;
+    bool no_dhcp = false;
+    auto* o_no_dhcp = app.add_flag("--no-dhcp", no_dhcp, "No DHCP server (default: on)");
+    auto* o_dhcp_range =
+        app.add_option("--dhcp-range", dhcp_range,
+                       "Addresses DHCP hands out, FIRST-LAST inside the subnet (default: .2-.253, "
+                       "every host address but the gateway and the host alias)")
+            ->type_name("A-B");
+    auto* o_dhcp_static =
+        app.add_option("--dhcp-static", dhcp_static,
+                       "Static lease, repeatable: MAC=IP[,hostname] (default: none)")
+            ->type_name("MAC=IP[,NAME]")
+            ->allow_extra_args(false);
+    auto* o_lease_time =
+        app.add_option("--lease-time", lease_time, "DHCP lease time in seconds (default 3600)")
+            ->type_name("S");
+    auto* o_domain = app.add_option("--domain", domain,
+                                    "Domain name given to guests (option 15); their host names "
+                                    "resolve under it (default: none)")
+                         ->type_name("NAME");
+    auto* o_search =
+        app.add_option("--search", search, "DNS search list given to guests, D1,D2 (default: none)")
+            ->type_name("LIST");
+    auto* o_lease_file =
+        app.add_option("--lease-file", lease_file,
+                       "Keep DHCP leases in this file across restarts (default: in memory)")
+            ->type_name("FILE");
     auto* o_config = app.add_option("--config", config_file,
                                     "TOML file with any of the flags above as keys (default: none)")
                          ->type_name("FILE");
@@ -366,6 +508,14 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
     given_bool(o_isolate, isolate, cli.isolate);
     given_bool(o_no_mac_lock, no_mac_lock, cli.no_mac_lock);
     if (o_attach->count() > 0) cli.attach = GivenList{attach, o_attach->get_name()};
+    given_bool(o_no_dhcp, no_dhcp, cli.no_dhcp);
+    given(o_dhcp_range, dhcp_range, cli.dhcp_range);
+    if (o_dhcp_static->count() > 0)
+        cli.dhcp_static = GivenList{dhcp_static, o_dhcp_static->get_name()};
+    given(o_lease_time, lease_time, cli.lease_time);
+    given(o_domain, domain, cli.domain);
+    if (o_search->count() > 0) cli.search = GivenList{{search}, o_search->get_name()};
+    given(o_lease_file, lease_file, cli.lease_file);
 
     DaemonConfig cfg;
     Raw file;

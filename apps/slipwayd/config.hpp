@@ -6,9 +6,11 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "slipway/core/types.hpp"
+#include "slipway/embed/network.hpp"
 
 namespace slipway::apps {
 
@@ -31,6 +33,15 @@ struct DaemonConfig {
     spdlog::level::level_enum log_level = spdlog::level::info;
     std::string log_level_name = "info";
     std::string config_file;  // empty: none
+
+    // DHCP (Network checks ranges and statics against the subnet).
+    bool no_dhcp = false;
+    std::optional<std::pair<Ipv4Addr, Ipv4Addr>> dhcp_range;
+    std::vector<DhcpStatic> dhcp_static;
+    std::uint32_t lease_time_s = 3600;
+    std::string domain;
+    std::vector<std::string> search;
+    std::string lease_file;  // empty: leases in memory
 };
 
 // What parse_command_line decided. When `config` is set the daemon runs with it; otherwise the

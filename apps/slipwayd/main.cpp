@@ -58,6 +58,13 @@ NetworkOptions to_options(const DaemonConfig& cfg) {
     o.isolate = cfg.isolate;
     o.mac_lock = !cfg.no_mac_lock;
     o.pcap_path = cfg.pcap;
+    o.no_dhcp = cfg.no_dhcp;
+    o.dhcp_range = cfg.dhcp_range;
+    o.dhcp_static = cfg.dhcp_static;
+    o.lease_time_s = cfg.lease_time_s;
+    o.domain = cfg.domain;
+    o.search = cfg.search;
+    o.lease_file = cfg.lease_file;
     return o;
 }
 
@@ -133,10 +140,17 @@ int run_daemon(const DaemonConfig& cfg) {
     net->post([&] {
         const auto status = net->status();
         if (!status.ready) SLW_WARN("some attachments are not listening");
-        SLW_INFO("slipwayd ready: {} attachment{}, api {}, subnet {}/{}, gateway {}",
+        // DESIGN §4: where the leases live is said at start-up.
+        const std::string dhcp = !status.plan.dhcp
+                                     ? std::string("off")
+                                     : status.plan.dhcp_first.to_string() + "-" +
+                                           status.plan.dhcp_last.to_string() + ", leases " +
+                                           (cfg.lease_file.empty() ? std::string("in memory only")
+                                                                   : "in " + cfg.lease_file);
+        SLW_INFO("slipwayd ready: {} attachment{}, api {}, subnet {}/{}, gateway {}, dhcp {}",
                  cfg.attach.size(), cfg.attach.size() == 1 ? "" : "s",
                  cfg.api.empty() ? "none" : cfg.api, status.plan.subnet.to_string(),
-                 status.plan.prefix_len, status.plan.gateway.to_string());
+                 status.plan.prefix_len, status.plan.gateway.to_string(), dhcp);
     });
 
     net->run();

@@ -42,6 +42,9 @@ nlohmann::json status_to_json(const NetworkStatus& status) {
         {"ready", status.ready},
     };
     if (plan.host_alias) out["host_alias"] = plan.host_alias->to_string();
+    out["dhcp_range"] =
+        plan.dhcp ? nlohmann::json(plan.dhcp_first.to_string() + "-" + plan.dhcp_last.to_string())
+                  : nlohmann::json(nullptr);
     nlohmann::json ports = nlohmann::json::array();
     for (const auto& p : status.ports)
         ports.push_back(port_to_json(p, false));

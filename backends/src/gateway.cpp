@@ -8,13 +8,19 @@
 //   - ARP request for one of its addresses (gateway, DNS, host alias) -> ARP reply (RFC 826);
 //   - ICMP echo request to the gateway address -> echo reply (RFC 792) with the same identifier,
 //     sequence number and data;
+//   - a UDP datagram to port 67, broadcast or to the gateway -> the DHCP server (dhcp/), whose
+//     reply goes out as a UDP datagram from the gateway's port 67 to the client's port 68, to the
+//     address and MAC the server chose (RFC 2131 §4.1);
 //   - anything else addressed to it -> counted as unhandled and dropped (the NAT engine, DHCP and
 //     DNS take these over in later issues);
 //   - frames for others (flooded ARP between guests, multicast) -> counted as ignored.
 // Replies are built by value types that emit bytes into pool buffers and pushed into to_switch()
 // as one burst, followed by one notify_switch(). The switch queues, rather than nests, that
 // re-entrant call. Nothing here allocates, throws or blocks; every discarded frame is counted.
+#include <chrono>
+
 #include "slipway/backends/userspace_gateway.hpp"
+#include "slipway/core/checksum.hpp"
 #include "slipway/core/wire/arp.hpp"
 #include "slipway/core/wire/ethernet.hpp"
 #include "slipway/core/wire/icmpv4.hpp"
@@ -61,6 +67,12 @@ void UserspaceGateway::process_frame(const PacketRef& frame) noexcept {
         return;
     }
     const MacAddr dst = f.eth.dst();
+    if (f.ipv4 && f.udp && f.udp->dst_port() == L4Port{dhcp::kServerPort} &&
+        (dst == cfg_.mac || dst.is_broadcast()) &&
+        (f.ipv4->dst().is_broadcast() || f.ipv4->dst() == cfg_.gateway)) {
+        process_dhcp(f);
+        return;
+    }
     if (dst != cfg_.mac) {
         gw_.ignored.inc();  // a broadcast or multicast we do not serve (yet)
         return;
@@ -160,6 +172,66 @@ void UserspaceGateway::process_icmpv4(const wire::ParsedFrame& f) noexcept {
         return;
     }
     gw_.icmp_echo_replies.inc();
+    dispatch_reply(std::move(*r));
+}
+
+void UserspaceGateway::process_dhcp(const wire::ParsedFrame& f) noexcept {
+    if (cfg_.dhcp == nullptr) {
+        gw_.drop_unhandled.inc();  // --no-dhcp
+        return;
+    }
+    if (!f.ipv4->header_checksum_ok() || f.ip_fragment) {
+        gw_.drop_malformed.inc();
+        return;
+    }
+    // The reply is built in place: headers first, the DHCP message after them, in one buffer of
+    // the link's MTU (a DHCP reply never needs more; RFC 2131 §2 guarantees clients 576).
+    constexpr std::size_t kHdrs =
+        wire::kEthernetHeaderLen + wire::kIpv4MinHeaderLen + wire::kUdpHeaderLen;
+    const std::size_t vlan = f.eth.vlan() ? 4 : 0;
+    auto r = pool_.try_alloc(std::size_t{cfg_.mtu} + wire::kEthernetHeaderLen + vlan);
+    if (!r) {
+        gw_.drop_no_buffer.inc();
+        return;
+    }
+    const MutByteView buf = r->data();
+    const std::size_t hdrs = kHdrs + vlan;
+    const auto tgt = cfg_.dhcp->process(f.udp->payload(), buf.subspan(hdrs),
+                                        std::chrono::duration_cast<std::chrono::seconds>(
+                                            std::chrono::system_clock::now().time_since_epoch())
+                                            .count());
+    if (!tgt) {
+        gw_.dhcp_handled.inc();  // counted by the server (ignored, malformed, no address, ...)
+        return;
+    }
+    const auto udp_len = static_cast<std::uint16_t>(wire::kUdpHeaderLen + tgt->len);
+    const wire::EthernetRepr eth{.dst = tgt->to_relay ? f.eth.src() : tgt->dst_mac,
+                                 .src = cfg_.mac,
+                                 .vlan = f.eth.vlan(),
+                                 .ethertype = EtherType::ipv4};
+    wire::Ipv4Repr ip;
+    ip.src = cfg_.gateway;
+    ip.dst = tgt->dst_ip;
+    ip.protocol = IpProto::udp;
+    ip.ttl = 64;
+    ip.ident = next_ip_id_++;
+    ip.payload_len = udp_len;
+    const wire::UdpRepr udp{.src_port = L4Port{dhcp::kServerPort},
+                            .dst_port = L4Port{tgt->dst_port},
+                            .payload_len = static_cast<std::uint16_t>(tgt->len)};
+    const auto eh = eth.emit(buf);
+    const auto ih = eh ? ip.emit(buf.subspan(*eh)) : eh;
+    const auto uh = ih ? udp.emit(buf.subspan(*eh + *ih)) : ih;
+    if (!eh || !ih || !uh || !r->set_len(*eh + *ih + udp_len)) {
+        gw_.drop_malformed.inc();
+        return;
+    }
+    // RFC 768: checksum over the pseudo-header, the UDP header and the data.
+    const MutByteView l4 = buf.subspan(*eh + *ih, udp_len);
+    const std::uint16_t sum =
+        csum_finish(csum_partial(l4, pseudo_header_sum_v4(ip.src, ip.dst, IpProto::udp, udp_len)));
+    store_be16(l4.data() + 6, sum == 0 ? 0xffff : sum);
+    gw_.dhcp_handled.inc();
     dispatch_reply(std::move(*r));
 }
 

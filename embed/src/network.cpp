@@ -15,6 +15,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -26,6 +27,7 @@
 #include "slipway/core/pcap.hpp"
 #include "slipway/core/switch.hpp"
 #include "slipway/core/unix_socket.hpp"
+#include "slipway/dhcp/server.hpp"
 #include "slipway/guest/attachment.hpp"
 
 namespace slipway {
@@ -103,6 +105,7 @@ struct Network::Impl {
     std::unique_ptr<Switch> sw;
     std::unique_ptr<PcapWriter> pcap;
     std::unique_ptr<boost::asio::steady_timer> pcap_flush;  // every second, so tcpdump -r keeps up
+    std::unique_ptr<dhcp::Server> dhcp;  // before the gateway, which points at it
     std::unique_ptr<backends::UserspaceGateway> gateway;
     std::vector<std::unique_ptr<guest::Attachment>> attachments;
     std::vector<std::unique_ptr<InProcessPortImpl>> inproc;
@@ -190,6 +193,42 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
     plan.gateway_mac = kGatewayMac;
     plan.mtu = opts.mtu;
 
+    std::unique_ptr<dhcp::Server> dhcp_server;
+    if (!opts.no_dhcp) {
+        dhcp::ServerConfig dc;
+        dc.server_id = dc.router = dc.dns = plan.gateway;
+        dc.subnet = opts.subnet;
+        dc.prefix_len = opts.prefix_len;
+        const std::uint32_t bcast = opts.subnet.v | ~mask_of(opts.prefix_len);
+        dc.range_first = Ipv4Addr{opts.subnet.v + 1};
+        dc.range_last = Ipv4Addr{bcast - 1};
+        dc.excluded.push_back(plan.gateway);
+        if (plan.host_alias) dc.excluded.push_back(*plan.host_alias);
+        // Default pool: every host address, trimmed at both ends of the gateway and the alias
+        // (so .2-.253 with the defaults); excluded addresses inside it are skipped anyway.
+        const auto excluded = [&](Ipv4Addr a) {
+            return std::find(dc.excluded.begin(), dc.excluded.end(), a) != dc.excluded.end();
+        };
+        while (dc.range_first.v < dc.range_last.v && excluded(dc.range_first))
+            ++dc.range_first.v;
+        while (dc.range_last.v > dc.range_first.v && excluded(dc.range_last))
+            --dc.range_last.v;
+        if (opts.dhcp_range) std::tie(dc.range_first, dc.range_last) = *opts.dhcp_range;
+        dc.lease_time = std::chrono::seconds(opts.lease_time_s);
+        dc.mtu = opts.mtu;
+        dc.domain = opts.domain;
+        dc.search = opts.search;
+        for (const auto& st : opts.dhcp_static)
+            dc.statics.push_back(dhcp::StaticLease{st.mac, st.ip, st.hostname});
+        dc.lease_file = opts.lease_file;
+        auto srv = dhcp::Server::create(std::move(dc), error);
+        if (!srv) return fail(srv.error());
+        dhcp_server = std::move(*srv);
+        plan.dhcp = true;
+        plan.dhcp_first = dhcp_server->config().range_first;
+        plan.dhcp_last = dhcp_server->config().range_last;
+    }
+
     std::unique_ptr<Network> net(new Network());
     Impl& m = *net->impl_;
     m.plan = plan;
@@ -207,12 +246,14 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
         m.pcap_flush = std::make_unique<boost::asio::steady_timer>(m.io);
         m.arm_pcap_flush();
     }
+    m.dhcp = std::move(dhcp_server);
     m.gateway = std::make_unique<backends::UserspaceGateway>(
         *m.pool, backends::GatewayConfig{.gateway = plan.gateway,
                                          .dns = plan.dns,
                                          .host_alias = plan.host_alias,
                                          .mac = plan.gateway_mac,
-                                         .mtu = plan.mtu});
+                                         .mtu = plan.mtu,
+                                         .dhcp = m.dhcp.get()});
     m.sw->add_port(*m.gateway);
     // No guest may claim the gateway's MAC, and frames to it never flood (switch.cpp: pinned).
     if (!m.sw->pin_mac(*m.gateway, plan.gateway_mac)) {
@@ -302,6 +343,10 @@ NetworkStats Network::stats() const {
     for (const auto& p : m.inproc)
         st.ports.push_back(port_stats(*p, "guest", "", "in-process"));
     st.gateway_counters = collect(m.gateway->gateway_counters());
+    if (m.dhcp) {
+        auto d = collect(m.dhcp->counters());
+        st.gateway_counters.insert(st.gateway_counters.end(), d.begin(), d.end());
+    }
     st.pool = {
         {"small_capacity", m.pool->capacity(SizeClass::small)},
         {"large_capacity", m.pool->capacity(SizeClass::large)},

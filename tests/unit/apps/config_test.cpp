@@ -120,9 +120,12 @@ TEST(Config, HelpListsEveryFlagWithDefaults) {
     EXPECT_FALSE(out.config.has_value());
     EXPECT_EQ(out.exit_code, 0);
     for (const char* s :
-         {"--subnet", "--gateway", "--host-alias", "--no-host-alias", "--mtu", "--attach",
-          "--isolate", "--no-mac-lock", "--api", "--pcap", "--pid-file", "--log-level", "--config",
-          "--version", "--help", "192.168.127.0/24", "default 1500", "default info", "576..65520"})
+         {"--subnet",         "--gateway",     "--host-alias",  "--no-host-alias", "--mtu",
+          "--attach",         "--isolate",     "--no-mac-lock", "--api",           "--pcap",
+          "--pid-file",       "--log-level",   "--config",      "--version",       "--help",
+          "192.168.127.0/24", "default 1500",  "default info",  "576..65520",      "--no-dhcp",
+          "--dhcp-range",     "--dhcp-static", "--lease-time",  "--domain",        "--search",
+          "--lease-file",     "default 3600"})
         EXPECT_NE(out.out.find(s), std::string::npos) << s;
 }
 
@@ -300,6 +303,55 @@ TEST(Config, ParseCidr) {
     EXPECT_FALSE(parse_cidr("10.0.0.0/+8").has_value());
     EXPECT_FALSE(parse_cidr("/24").has_value());
     EXPECT_FALSE(parse_cidr("10.0.0.0").has_value());
+}
+
+}  // namespace
+}  // namespace slipway::apps
+
+namespace slipway::apps {
+namespace {
+
+TEST(Config, DhcpFlags) {
+    auto o = parse({"--dhcp-range", "192.168.127.10-192.168.127.20", "--dhcp-static",
+                    "52:54:00:00:00:01=192.168.127.5,Web", "--dhcp-static",
+                    "52:54:00:00:00:02=192.168.127.6", "--lease-time", "600", "--domain", "vm.test",
+                    "--search", "vm.test,example.org", "--lease-file", "/tmp/l"});
+    ASSERT_TRUE(o.config) << o.err;
+    const DaemonConfig& c = *o.config;
+    ASSERT_TRUE(c.dhcp_range);
+    EXPECT_EQ(c.dhcp_range->first, Ipv4Addr::from_octets(192, 168, 127, 10));
+    ASSERT_EQ(c.dhcp_static.size(), 2u);
+    EXPECT_EQ(c.dhcp_static[0].hostname, "web");
+    EXPECT_EQ(c.lease_time_s, 600u);
+    EXPECT_EQ(c.domain, "vm.test");
+    EXPECT_EQ(c.search, (std::vector<std::string>{"vm.test", "example.org"}));
+    EXPECT_EQ(c.lease_file, "/tmp/l");
+    EXPECT_FALSE(c.no_dhcp);
+    EXPECT_TRUE(parse({"--no-dhcp"}).config->no_dhcp);
+
+    expect_usage_error(parse({"--dhcp-range", "192.168.127.10"}), {"--dhcp-range", "FIRST-LAST"});
+    expect_usage_error(parse({"--dhcp-static", "52:54:00:00:00:01"}), {"--dhcp-static"});
+    expect_usage_error(parse({"--lease-time", "5"}), {"--lease-time", "60 to"});
+    expect_usage_error(parse({"--domain", "a..b"}), {"--domain"});
+    expect_usage_error(parse({"--search", "ok.test,,x"}), {"--search"});
+    expect_usage_error(parse({"--lease-file", ""}), {"--lease-file", "empty"});
+}
+
+TEST(Config, DhcpKeysInTheFile) {
+    TempToml f(R"(search = ["a.test", "b.test"]
+dhcp-static = ["52:54:00:00:00:01=10.0.0.5"]
+lease-time = 120
+no-dhcp = false
+domain = "file.test"
+)");
+    auto o = parse({"--config", f.path(), "--domain", "cli.test"});
+    ASSERT_TRUE(o.config) << o.err;
+    EXPECT_EQ(o.config->search, (std::vector<std::string>{"a.test", "b.test"}));
+    EXPECT_EQ(o.config->dhcp_static.size(), 1u);
+    EXPECT_EQ(o.config->lease_time_s, 120u);
+    EXPECT_EQ(o.config->domain, "cli.test");  // the command line wins
+    TempToml bad("lease-time = \"long\"\n");
+    expect_usage_error(parse({"--config", bad.path()}), {"lease-time", "integer"});
 }
 
 }  // namespace

@@ -6,10 +6,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "core/captures/wire_captures.hpp"
 #include "slipway/backends/userspace_gateway.hpp"
+#include "slipway/core/checksum.hpp"
 #include "slipway/core/wire/frame.hpp"
 
 namespace slipway::backends {
@@ -116,6 +118,123 @@ TEST_F(GatewayTest, PoolExhaustionIsCounted) {
     deliver(kArpRequest);
     EXPECT_TRUE(replies().empty());
     EXPECT_EQ(gw.gateway_counters().drop_no_buffer.get(), 1u);
+}
+
+}  // namespace
+}  // namespace slipway::backends
+
+namespace slipway::backends {
+namespace {
+
+// A DHCPDISCOVER as a Linux guest broadcasts it, in a full Ethernet/IPv4/UDP frame.
+std::vector<std::byte> discover_frame(const MacAddr& client, bool broadcast_flag) {
+    std::vector<std::byte> dhcp(300, std::byte{0});
+    dhcp[0] = std::byte{1};
+    dhcp[1] = std::byte{1};
+    dhcp[2] = std::byte{6};
+    store_be32(dhcp.data() + 4, 0xabcdef01);
+    if (broadcast_flag) dhcp[10] = std::byte{0x80};
+    client.store(dhcp.data() + 28);
+    const std::uint8_t tail[] = {99, 130, 83, 99, 53, 1, 1, 255};
+    std::memcpy(dhcp.data() + 236, tail, sizeof tail);
+    std::vector<std::byte> f(14 + 20 + 8 + dhcp.size());
+    MacAddr::broadcast().store(f.data());
+    client.store(f.data() + 6);
+    store_be16(f.data() + 12, 0x0800);
+    wire::Ipv4Repr ip;
+    ip.src = Ipv4Addr{};
+    ip.dst = Ipv4Addr{0xffffffffu};
+    ip.protocol = IpProto::udp;
+    ip.payload_len = static_cast<std::uint16_t>(8 + dhcp.size());
+    EXPECT_TRUE(ip.emit(MutByteView{f}.subspan(14)));
+    const wire::UdpRepr udp{L4Port{68}, L4Port{67}, static_cast<std::uint16_t>(dhcp.size()), 0};
+    EXPECT_TRUE(udp.emit(MutByteView{f}.subspan(34)));
+    std::memcpy(f.data() + 42, dhcp.data(), dhcp.size());
+    return f;
+}
+
+class GatewayDhcpTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        dhcp::ServerConfig c;
+        c.server_id = c.router = c.dns = kGw;
+        c.subnet = Ipv4Addr::from_octets(10, 99, 0, 0);
+        c.prefix_len = 24;
+        c.range_first = Ipv4Addr::from_octets(10, 99, 0, 10);
+        c.range_last = Ipv4Addr::from_octets(10, 99, 0, 20);
+        c.excluded = {kGw};
+        std::string err;
+        auto s = dhcp::Server::create(c, err);
+        ASSERT_TRUE(s) << err;
+        server = std::move(*s);
+        gw = std::make_unique<UserspaceGateway>(pool, GatewayConfig{.gateway = kGw,
+                                                                    .dns = kGw,
+                                                                    .host_alias = std::nullopt,
+                                                                    .mac = kGwMac,
+                                                                    .mtu = 1500,
+                                                                    .dhcp = server.get()});
+    }
+    std::vector<std::vector<std::byte>> exchange(const std::vector<std::byte>& frame) {
+        auto p = pool.try_alloc(frame.size());
+        EXPECT_TRUE(p);
+        std::memcpy(p->data().data(), frame.data(), frame.size());
+        EXPECT_TRUE(gw->to_port().try_push(std::move(*p)));
+        gw->on_frames_from_switch();
+        std::vector<std::vector<std::byte>> out;
+        PacketRef r;
+        while (gw->to_switch().try_pop(r))
+            out.emplace_back(r.data().begin(), r.data().end());
+        return out;
+    }
+    static constexpr Ipv4Addr kGw = Ipv4Addr::from_octets(10, 99, 0, 1);
+    const MacAddr kGwMac = *MacAddr::parse("5a:94:ef:e4:0c:dd");
+    const MacAddr kClient = *MacAddr::parse("52:54:00:aa:bb:cc");
+    PacketPool pool{PoolConfig{.small_buffers = 64, .large_buffers = 2}};
+    std::unique_ptr<dhcp::Server> server;
+    std::unique_ptr<UserspaceGateway> gw;
+};
+
+TEST_F(GatewayDhcpTest, DiscoverGetsAnOfferInAValidUdpDatagram) {
+    const auto out = exchange(discover_frame(kClient, false));
+    ASSERT_EQ(out.size(), 1u);
+    auto f = wire::parse_frame(out[0]);
+    ASSERT_TRUE(f);
+    ASSERT_TRUE(f->ipv4 && f->udp);
+    EXPECT_EQ(f->eth.src(), kGwMac);
+    EXPECT_EQ(f->eth.dst(), kClient);  // unicast: no broadcast flag (RFC 2131 §4.1)
+    EXPECT_EQ(f->ipv4->src(), kGw);
+    EXPECT_EQ(f->ipv4->dst(), Ipv4Addr::from_octets(10, 99, 0, 10));
+    EXPECT_TRUE(f->ipv4->header_checksum_ok());
+    EXPECT_EQ(f->udp->src_port(), L4Port{67});
+    EXPECT_EQ(f->udp->dst_port(), L4Port{68});
+    // The UDP checksum verifies over the pseudo-header (RFC 768).
+    EXPECT_EQ(csum_finish(csum_partial(f->udp->datagram(),
+                                       pseudo_header_sum_v4(f->ipv4->src(), f->ipv4->dst(),
+                                                            IpProto::udp, f->udp->length()))),
+              0);
+    auto m = dhcp::MessageView::parse(f->udp->payload());
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->type(), dhcp::MessageType::offer);
+    EXPECT_EQ(m->xid(), 0xabcdef01u);
+    EXPECT_EQ(gw->gateway_counters().dhcp_handled.get(), 1u);
+    EXPECT_EQ(server->counters().offers.get(), 1u);
+}
+
+TEST_F(GatewayDhcpTest, BroadcastFlagGetsABroadcastReply) {
+    const auto out = exchange(discover_frame(kClient, true));
+    ASSERT_EQ(out.size(), 1u);
+    auto f = wire::parse_frame(out[0]);
+    ASSERT_TRUE(f && f->ipv4);
+    EXPECT_TRUE(f->eth.dst().is_broadcast());
+    EXPECT_TRUE(f->ipv4->dst().is_broadcast());
+}
+
+TEST_F(GatewayDhcpTest, GarbageToPort67IsCountedByTheServer) {
+    auto frame = discover_frame(kClient, false);
+    frame[42 + 236] = std::byte{0};  // break the magic cookie
+    EXPECT_TRUE(exchange(frame).empty());
+    EXPECT_EQ(server->counters().drop_malformed.get(), 1u);
+    EXPECT_EQ(gw->gateway_counters().dhcp_handled.get(), 1u);
 }
 
 }  // namespace

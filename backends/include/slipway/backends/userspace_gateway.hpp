@@ -11,6 +11,7 @@
 #include "slipway/core/switch_port.hpp"
 #include "slipway/core/types.hpp"
 #include "slipway/core/wire/frame.hpp"
+#include "slipway/dhcp/server.hpp"
 
 namespace slipway::backends {
 
@@ -20,6 +21,7 @@ struct GatewayConfig {
     std::optional<Ipv4Addr> host_alias;
     MacAddr mac;
     std::uint32_t mtu = 1500;
+    dhcp::Server* dhcp = nullptr;  // nullptr: no DHCP (--no-dhcp); datagrams to port 67 unhandled
 };
 
 struct GatewayCounters {
@@ -30,6 +32,7 @@ struct GatewayCounters {
     Counter drop_unhandled;     // for us, but not served yet (TCP/UDP/other until NAT lands)
     Counter drop_no_buffer;     // pool exhausted while building a reply
     Counter drop_ring_full;     // our ring into the switch was full
+    Counter dhcp_handled;       // datagrams to port 67 given to the DHCP server (see its counters)
 
     template <class F>
     void for_each(F&& f) const {
@@ -40,6 +43,7 @@ struct GatewayCounters {
         f("drop_unhandled", drop_unhandled);
         f("drop_no_buffer", drop_no_buffer);
         f("drop_ring_full", drop_ring_full);
+        f("dhcp_handled", dhcp_handled);
     }
 };
 
@@ -58,6 +62,7 @@ class UserspaceGateway final : public SwitchPort {
     void process_frame(const PacketRef& frame) noexcept;
     void process_arp(const wire::ParsedFrame& f) noexcept;
     void process_icmpv4(const wire::ParsedFrame& f) noexcept;
+    void process_dhcp(const wire::ParsedFrame& f) noexcept;
     [[nodiscard]] bool owns(Ipv4Addr a) const noexcept;
     void dispatch_reply(PacketRef&& reply) noexcept;
 

@@ -25,6 +25,13 @@
 
 namespace slipway {
 
+// A static DHCP lease (--dhcp-static MAC=IP[,hostname]).
+struct DhcpStatic {
+    MacAddr mac;
+    Ipv4Addr ip;
+    std::string hostname;
+};
+
 struct NetworkOptions {
     Ipv4Addr subnet = Ipv4Addr::from_octets(192, 168, 127, 0);
     std::uint8_t prefix_len = 24;
@@ -37,6 +44,16 @@ struct NetworkOptions {
     bool mac_lock = true;   // a guest port may only send from the first MAC it used
     std::string pcap_path;  // empty: no capture
     PoolConfig pool{};
+
+    // DHCP server (dhcp/). Defaults: pool .2 to .253 of a /24 (first host + 1 to last host - 1,
+    // the gateway and the host alias skipped), 1 h leases, leases in memory only.
+    bool no_dhcp = false;
+    std::optional<std::pair<Ipv4Addr, Ipv4Addr>> dhcp_range;
+    std::vector<DhcpStatic> dhcp_static;
+    std::uint32_t lease_time_s = 3600;
+    std::string domain;               // option 15; guests' host names resolve under it
+    std::vector<std::string> search;  // option 119
+    std::string lease_file;           // empty: leases kept in memory (logged at start-up)
 };
 
 // The address plan after defaults are applied.
@@ -46,6 +63,8 @@ struct NetworkPlan {
     Ipv4Addr gateway;
     Ipv4Addr dns;  // the DNS address guests are told: the gateway
     std::optional<Ipv4Addr> host_alias;
+    bool dhcp = false;  // the DHCP server runs
+    Ipv4Addr dhcp_first, dhcp_last;
     MacAddr gateway_mac;
     std::uint32_t mtu;
 };
