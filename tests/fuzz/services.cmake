@@ -1,3 +1,5 @@
-# Fuzz targets for the gateway's services: DHCP parsing and the server's state machine.
+# Fuzz targets for the gateway's services: DHCP and DNS message parsing.
 slipway_fuzz_target(fuzz_dhcp fuzz_dhcp.cpp)
 target_link_libraries(fuzz_dhcp PRIVATE slipway::dhcp)
+slipway_fuzz_target(fuzz_dns fuzz_dns.cpp)
+target_link_libraries(fuzz_dns PRIVATE slipway::dns)
