@@ -3,20 +3,18 @@
 #include <cstdint>
 #include <cstring>
 
+#include "fuzz_util.hpp"
 #include "slipway/core/checksum.hpp"
 
 namespace {
 
 using namespace slipway;
+using namespace slipway::fuzz;
 
 // Room for any alignment plus the largest IP datagram; libFuzzer inputs rarely get near it.
 constexpr std::size_t kMaxAlign = 64;
 constexpr std::size_t kMaxData = 65536;
 alignas(64) std::byte g_buf[kMaxAlign + kMaxData];
-
-void check(bool ok) {
-    if (!ok) __builtin_trap();
-}
 
 void check_sums(ByteView data, std::uint32_t initial) {
     const std::uint16_t want = csum_fold(csum_naive(data, initial));

@@ -10,22 +10,15 @@
 #include <memory>
 #include <string>
 
+#include "fuzz_util.hpp"
 #include "slipway/dhcp/message.hpp"
 #include "slipway/dhcp/server.hpp"
 
 namespace {
 
 using namespace slipway;
+using namespace slipway::fuzz;
 using namespace slipway::dhcp;
-
-void check(bool ok) {
-    if (!ok) __builtin_trap();
-}
-
-bool inside(ByteView outer, ByteView inner) {
-    return inner.empty() || (inner.data() >= outer.data() &&
-                             inner.data() + inner.size() <= outer.data() + outer.size());
-}
 
 Server& server() {
     static std::unique_ptr<Server> s = [] {
@@ -60,11 +53,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const ByteView in{reinterpret_cast<const std::byte*>(data), size};
     if (auto m = MessageView::parse(in)) {
         for (unsigned code = 0; code < 256; ++code)
-            if (auto v = m->option(static_cast<std::uint8_t>(code))) check(inside(in, *v));
+            if (auto v = m->option(static_cast<std::uint8_t>(code))) check(inside(*v, in));
         if (auto h = m->hostname()) check(h->size() >= 1 && h->size() <= 63);
-        if (auto id = m->client_id()) check(inside(in, *id) && id->size() >= 2);
+        if (auto id = m->client_id()) check(inside(*id, in) && id->size() >= 2);
         if (auto mms = m->max_message_size()) check(*mms >= 576);
-        check(inside(in, m->param_request_list()));
+        check(inside(m->param_request_list(), in));
         (void)m->type();
         (void)m->requested_ip();
         (void)m->server_id();

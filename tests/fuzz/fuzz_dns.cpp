@@ -7,27 +7,14 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz_util.hpp"
 #include "slipway/dns/message.hpp"
 
 namespace {
 
 using namespace slipway;
+using namespace slipway::fuzz;
 using namespace slipway::dns;
-
-volatile std::uint64_t g_sink;  // keeps accessor reads from being optimised away
-
-void check(bool ok) {
-    if (!ok) __builtin_trap();
-}
-
-void sink(std::uint64_t v) {
-    g_sink = g_sink + v;
-}
-
-bool inside(ByteView sub, ByteView whole) {
-    return sub.empty() ||
-           (sub.data() >= whole.data() && sub.data() + sub.size() <= whole.data() + whole.size());
-}
 
 // Every form of a name that validated: bounded, and the forms agree with each other.
 void touch_name(const NameRef& n, ByteView msg) {

@@ -4,32 +4,14 @@
 #include <cstdint>
 #include <cstring>
 
+#include "fuzz_util.hpp"
 #include "slipway/core/wire/frame.hpp"
 
 namespace {
 
 using namespace slipway;
+using namespace slipway::fuzz;
 using namespace slipway::wire;
-
-volatile std::uint64_t g_sink;  // keeps accessor reads from being optimised away
-
-void check(bool ok) {
-    if (!ok) __builtin_trap();
-}
-
-void sink(std::uint64_t v) {
-    g_sink = g_sink + v;
-}
-
-bool inside(ByteView sub, ByteView whole) {
-    const auto* b = whole.data();
-    const auto* e = whole.data() + whole.size();
-    return sub.empty() || (sub.data() >= b && sub.data() + sub.size() <= e);
-}
-
-bool equal_bytes(ByteView a, ByteView b) {
-    return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size()) == 0);
-}
 
 // Equal except for the 16-bit field at `off`.
 bool equal_except(ByteView a, ByteView b, std::size_t off) {

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "fuzz_util.hpp"
 #include "slipway/backends/userspace_gateway.hpp"
 #include "slipway/core/packet_pool.hpp"
 #include "slipway/core/wire/frame.hpp"
@@ -20,10 +21,7 @@
 namespace {
 
 using namespace slipway;
-
-void check(bool ok) {
-    if (!ok) __builtin_trap();
-}
+using namespace slipway::fuzz;
 
 constexpr Ipv4Addr kGateway = Ipv4Addr::from_octets(10, 0, 2, 2);
 constexpr Ipv4Addr kDns = Ipv4Addr::from_octets(10, 0, 2, 3);

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "fuzz_util.hpp"
 #include "slipway/core/checksum.hpp"
 #include "slipway/core/offload.hpp"
 #include "slipway/core/packet_pool.hpp"
@@ -21,10 +22,7 @@
 namespace {
 
 using namespace slipway;
-
-void check(bool ok) {
-    if (!ok) __builtin_trap();
-}
+using namespace slipway::fuzz;
 
 constexpr std::size_t kPrefix = 9;
 // Largest header stack segment_gso replicates: Ethernet + VLAN, IPv4 with options, TCP with
