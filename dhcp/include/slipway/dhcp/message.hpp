@@ -15,8 +15,8 @@
 
 namespace slipway::dhcp {
 
-inline constexpr std::size_t kFixedLen = 236;      // op .. file (RFC 2131 §2, Figure 1)
-inline constexpr std::size_t kCookieLen = 4;       // 99.130.83.99 (RFC 2131 §3)
+inline constexpr std::size_t kFixedLen = 236;                // op .. file (RFC 2131 §2, Figure 1)
+inline constexpr std::size_t kCookieLen = 4;                 // 99.130.83.99 (RFC 2131 §3)
 inline constexpr std::size_t kMinMessageLen = 576 - 20 - 8;  // RFC 2131 §2: 576-byte datagrams
 inline constexpr std::uint16_t kServerPort = 67;
 inline constexpr std::uint16_t kClientPort = 68;
@@ -71,10 +71,10 @@ class MessageView {
     // reads only short options.
     [[nodiscard]] std::optional<ByteView> option(std::uint8_t code) const noexcept;
     // Typed helpers over option(): nullopt when absent or of the wrong length.
-    [[nodiscard]] std::optional<Ipv4Addr> requested_ip() const noexcept;  // 50, 4 bytes
-    [[nodiscard]] std::optional<Ipv4Addr> server_id() const noexcept;     // 54, 4 bytes
+    [[nodiscard]] std::optional<Ipv4Addr> requested_ip() const noexcept;           // 50, 4 bytes
+    [[nodiscard]] std::optional<Ipv4Addr> server_id() const noexcept;              // 54, 4 bytes
     [[nodiscard]] std::optional<std::uint16_t> max_message_size() const noexcept;  // 57, >= 576
-    [[nodiscard]] std::optional<ByteView> client_id() const noexcept;  // 61, >= 2 bytes
+    [[nodiscard]] std::optional<ByteView> client_id() const noexcept;              // 61, >= 2 bytes
     [[nodiscard]] std::optional<std::string_view> hostname() const noexcept;  // 12, 1..63 bytes
     [[nodiscard]] ByteView param_request_list() const noexcept;  // 55, empty when absent
 
