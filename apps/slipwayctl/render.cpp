@@ -41,9 +41,9 @@ void append_counters(std::string& out, const std::string& prefix, const json& co
 }  // namespace
 
 std::string render_status_text(const json& status) {
-    static constexpr std::array<const char*, 9> kKeys = {"version", "subnet",     "gateway",
-                                                         "dns",     "host_alias", "gateway_mac",
-                                                         "mtu",     "uptime_s",   "ready"};
+    static constexpr std::array<const char*, 10> kKeys = {
+        "version",     "subnet", "gateway",    "dns",      "host_alias",
+        "gateway_mac", "mtu",    "dhcp_range", "uptime_s", "ready"};
     std::string out;
     for (const char* key : kKeys) {
         append_padded(out, key, 13);

@@ -169,6 +169,7 @@ TEST_F(ApiTest, StatusDocument) {
     EXPECT_EQ(doc["gateway"], "192.168.127.1");
     EXPECT_EQ(doc["dns"], "192.168.127.1");
     EXPECT_EQ(doc["host_alias"], "192.168.127.254");
+    EXPECT_TRUE(doc["dhcp_range"].is_null());  // the test plan has no DHCP
     EXPECT_EQ(doc["gateway_mac"], "5a:94:ef:e4:0c:dd");
     EXPECT_EQ(doc["mtu"], 1500);
     EXPECT_EQ(doc["uptime_s"], 42);

@@ -17,6 +17,7 @@ TEST(Render, StatusText) {
         {"host_alias", nullptr},
         {"gateway_mac", "5a:94:ef:e4:0c:dd"},
         {"mtu", 1500},
+        {"dhcp_range", "192.168.127.2-192.168.127.253"},
         {"uptime_s", 7},
         {"ready", true},
         {"ports",
@@ -30,6 +31,7 @@ TEST(Render, StatusText) {
     EXPECT_NE(text.find("subnet       192.168.127.0/24\n"), std::string::npos) << text;
     EXPECT_NE(text.find("host_alias   none\n"), std::string::npos) << text;
     EXPECT_NE(text.find("mtu          1500\n"), std::string::npos) << text;
+    EXPECT_NE(text.find("dhcp_range   192.168.127.2-192.168.127.253\n"), std::string::npos) << text;
     EXPECT_NE(text.find("ready        true\n"), std::string::npos) << text;
     EXPECT_NE(text.find("NAME     KIND     STATE      SPEC\n"), std::string::npos) << text;
     EXPECT_NE(text.find("gateway  gateway  up         -\n"), std::string::npos) << text;
