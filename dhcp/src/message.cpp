@@ -50,9 +50,14 @@ Result<MessageView> MessageView::parse(ByteView b) noexcept {
     // RFC 2131 §4.1: option 52 says whether file and sname carry options too; read it first.
     std::optional<std::uint8_t> type;
     bool bad_type = false;
+    bool in_options_field = true;
     auto scan = [&](std::uint8_t code, ByteView val) {
-        if (code == opt::overload && val.size() == 1 && v.overload_ == 0)
-            v.overload_ = static_cast<std::uint8_t>(val[0]) & 3;
+        // RFC 2131 §4.1: option 52 counts only in the options field; RFC 2132 §9.3: values 1
+        // (file), 2 (sname), 3 (both). Anything else is ignored, leaving file and sname unread.
+        if (code == opt::overload && in_options_field && v.overload_ == 0 && val.size() == 1) {
+            const auto o = static_cast<std::uint8_t>(val[0]);
+            if (o >= 1 && o <= 3) v.overload_ = o;
+        }
         if (code == opt::message_type && !type) {
             if (val.size() != 1) {
                 bad_type = true;
@@ -63,12 +68,15 @@ Result<MessageView> MessageView::parse(ByteView b) noexcept {
         return true;
     };
     if (!walk(b.subspan(kOptionsOff), scan)) return fail(Errc::truncated);
+    in_options_field = false;
+    // RFC 2131 §4.1: file is read before sname, and each overloaded field must be well formed.
     if ((v.overload_ & 1) != 0 && !walk(b.subspan(kFileOff, kFileLen), scan))
         return fail(Errc::truncated);
     if ((v.overload_ & 2) != 0 && !walk(b.subspan(kSnameOff, kSnameLen), scan))
         return fail(Errc::truncated);
     if (bad_type) return fail(Errc::bad_length);
-    if (!type) return fail(Errc::unsupported);  // plain BOOTP: not served
+    if (!type) return fail(Errc::unsupported);  // plain BOOTP (RFC 951): not served
+    // RFC 2132 §9.6: types 1..8 are DHCPv4 proper; later ones (RFC 4388 lease query, ...) are not.
     if (*type < 1 || *type > 8) return fail(Errc::unsupported);
     return v;
 }
@@ -142,12 +150,19 @@ std::optional<ByteView> MessageView::client_id() const noexcept {
 }
 std::optional<std::string_view> MessageView::hostname() const noexcept {
     const auto v = option(opt::hostname);
-    if (!v || v->empty() || v->size() > 63) return std::nullopt;
-    for (std::byte c : *v) {
+    if (!v) return std::nullopt;
+    // Windows clients NUL-terminate option 12 (RFC 2132 §3.14 does not); the NULs are not part
+    // of the name.
+    ByteView name = *v;
+    while (!name.empty() && name.back() == std::byte{0})
+        name = name.first(name.size() - 1);
+    if (name.empty() || name.size() > 63) return std::nullopt;
+    for (std::byte c : name) {
         const auto ch = static_cast<unsigned char>(c);
-        if (ch < 0x21 || ch > 0x7e) return std::nullopt;  // printable, no spaces
+        // Printable without spaces: the name goes into the lease file and DNS answers.
+        if (ch < 0x21 || ch > 0x7e) return std::nullopt;
     }
-    return std::string_view(reinterpret_cast<const char*>(v->data()), v->size());
+    return std::string_view(reinterpret_cast<const char*>(name.data()), name.size());
 }
 ByteView MessageView::param_request_list() const noexcept {
     const auto v = option(opt::param_request);
@@ -224,8 +239,12 @@ Result<std::size_t> encode_classless_routes(std::span<const ClasslessRoute> rout
         const std::size_t octets = (r.prefix_len + 7u) / 8u;
         if (p + 1 + octets + 4 > out.size()) return fail(Errc::too_large);
         out[p++] = std::byte{r.prefix_len};
+        // Host bits past the prefix are cleared: a client installs `dest/prefix_len` as given,
+        // and Linux refuses a route whose destination has host bits set.
+        const std::uint32_t mask =
+            r.prefix_len == 0 ? 0u : ~std::uint32_t{0} << (32u - r.prefix_len);
         std::array<std::byte, 4> d{};
-        r.dest.store(d.data());
+        store_be32(d.data(), r.dest.v & mask);
         for (std::size_t i = 0; i < octets; ++i)
             out[p++] = d[i];
         r.router.store(out.data() + p);
