@@ -1,11 +1,13 @@
 // Helpers every fuzz target shares: a trap on a broken invariant, a sink that keeps reads alive,
-// and span checks.
+// span checks, and the pool leak check.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "slipway/core/bytes.hpp"
+#include "slipway/core/packet_pool.hpp"
 
 namespace slipway::fuzz {
 
@@ -29,6 +31,20 @@ inline bool inside(ByteView sub, ByteView whole) {
 
 inline bool equal_bytes(ByteView a, ByteView b) {
     return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size()) == 0);
+}
+
+// Every buffer of `pool` is back home: both size classes can be allocated whole (and are freed
+// again). Leaks show up as a trap with the input that caused them.
+inline bool all_returned(PacketPool& pool) {
+    static std::vector<PacketRef> v;
+    for (SizeClass c : {SizeClass::small, SizeClass::large}) {
+        v.resize(pool.capacity(c));
+        const std::size_t n = pool.try_alloc_burst(c, v);
+        for (PacketRef& r : v)
+            r.reset();
+        if (n != pool.capacity(c)) return false;
+    }
+    return true;
 }
 
 }  // namespace slipway::fuzz
