@@ -147,38 +147,42 @@ struct Switch::Impl {
         return kNoPort;
     }
 
-    // True when `mac` is pinned to a port other than `port`: a spoofed source.
-    [[nodiscard]] bool pinned_elsewhere(const MacAddr& mac, std::uint16_t port) const noexcept {
-        const std::uint64_t key = mac_key(mac);
+    // The entry of `key`, or nullptr; one probe of the window (expired entries included).
+    [[nodiscard]] MacEntry* find(std::uint64_t key) noexcept {
         const std::size_t start = slot_of(key);
-        for (std::size_t i = 0; i < kProbe; ++i) {
-            const MacEntry& e = table[(start + i) & table_mask];
-            if (e.key == key) return e.pinned && e.port != port;
-        }
-        return false;
-    }
-
-    // False when the probe window is full of live entries for other MACs. A pinned entry is left
-    // as it is (forward_one() has already dropped frames that claim it from elsewhere).
-    bool learn(const MacAddr& mac, std::uint16_t port, std::int64_t now,
-               bool pin = false) noexcept {
-        const std::uint64_t key = mac_key(mac);
-        const std::size_t start = slot_of(key);
-        MacEntry* free_slot = nullptr;
         for (std::size_t i = 0; i < kProbe; ++i) {
             MacEntry& e = table[(start + i) & table_mask];
-            if (e.key == key) {
-                if (e.pinned && !pin) return true;
-                e.port = port;
-                e.seen_ns = now;
-                e.pinned = pin;
+            if (e.key == key) return &e;
+        }
+        return nullptr;
+    }
+
+    // True when `e` (the source's entry, or nullptr) is pinned to a port other than `port`: a
+    // spoofed source.
+    [[nodiscard]] static bool pinned_elsewhere(const MacEntry* e, std::uint16_t port) noexcept {
+        return e != nullptr && e->pinned && e->port != port;
+    }
+
+    // Records `key` on `port`. `e` is find(key), already done by the caller so the per-frame path
+    // probes the window once for a known source. False when the window is full of live entries
+    // for other MACs. A pinned entry is left as it is unless `pin` (forward_one() has already
+    // dropped frames that claim it from elsewhere).
+    bool learn(MacEntry* e, std::uint64_t key, std::uint16_t port, std::int64_t now,
+               bool pin = false) noexcept {
+        if (e != nullptr) {
+            if (e->pinned && !pin) return true;
+            *e = MacEntry{key, now, port, pin};
+            return true;
+        }
+        const std::size_t start = slot_of(key);
+        for (std::size_t i = 0; i < kProbe; ++i) {
+            MacEntry& f = table[(start + i) & table_mask];
+            if (f.key == 0 || expired(f, now)) {
+                f = MacEntry{key, now, port, pin};
                 return true;
             }
-            if (free_slot == nullptr && (e.key == 0 || expired(e, now))) free_slot = &e;
         }
-        if (free_slot == nullptr) return false;
-        *free_slot = MacEntry{key, now, port, pin};
-        return true;
+        return false;
     }
 
     // Forgets the MACs learned on a port; its pinned ones too only when the port goes away.
@@ -268,8 +272,10 @@ Result<void> Switch::pin_mac(SwitchPort& port, const MacAddr& mac) {
     const std::uint16_t id = port.id();
     if (id >= ports_.size() || ports_[id] != &port || mac.is_multicast() || mac.is_zero())
         return fail(Errc::invalid_argument);
-    if (im.pinned_elsewhere(mac, id)) return fail(Errc::invalid_argument);
-    if (!im.learn(mac, id, 0, true)) return fail(Errc::too_large);  // window full
+    const std::uint64_t key = mac_key(mac);
+    Impl::MacEntry* e = im.find(key);
+    if (Impl::pinned_elsewhere(e, id)) return fail(Errc::invalid_argument);
+    if (!im.learn(e, key, id, 0, true)) return fail(Errc::too_large);  // window full
     return {};
 }
 
@@ -349,7 +355,9 @@ void Switch::Impl::forward_one(SwitchPort& in, PacketRef f, std::int64_t now) no
     const std::uint16_t id = in.id();
     m.in_port = id;
 
-    if (im.pinned_elsewhere(src, id)) {  // claims the gateway's MAC (theory: pinned MACs)
+    const std::uint64_t src_key = mac_key(src);
+    Impl::MacEntry* src_entry = im.find(src_key);  // one probe serves the checks and learning
+    if (Impl::pinned_elsewhere(src_entry, id)) {   // claims the gateway's MAC (theory: pinned MACs)
         ic.drop_src_mac.inc();
         return;
     }
@@ -363,7 +371,7 @@ void Switch::Impl::forward_one(SwitchPort& in, PacketRef f, std::int64_t now) no
             return;
         }
     }
-    if (!im.learn(src, id, now)) sw.counters_.drop_mac_table.inc();
+    if (!im.learn(src_entry, src_key, id, now)) sw.counters_.drop_mac_table.inc();
 
     const bool isolated = sw.cfg_.isolate_guests && in.kind() == PortKind::guest;
     if (!dst.is_multicast()) {  // broadcast is a multicast address too
