@@ -31,6 +31,16 @@ class FdWatcher {
         if (ec) return nullptr;
         return w;
     }
+    // An idle watcher, to be given fds later with assign(): services that cycle through many
+    // short-lived sockets (the DNS forwarder's upstream queries) build their watchers once at
+    // start-up instead of one per socket.
+    explicit FdWatcher(IoContext& io) : sd_(io) {}
+    // Watches `fd` (after release() of the previous one). False with `ec` set when epoll refuses.
+    bool assign(int fd, boost::system::error_code& ec) noexcept {
+        sd_.assign(fd, ec);
+        return !ec;
+    }
+    [[nodiscard]] bool watching() const noexcept { return sd_.is_open(); }
     ~FdWatcher() { release(); }
     FdWatcher(const FdWatcher&) = delete;
     FdWatcher& operator=(const FdWatcher&) = delete;
@@ -64,7 +74,6 @@ class FdWatcher {
     [[nodiscard]] int fd() const { return const_cast<FdWatcher*>(this)->sd_.native_handle(); }
 
   private:
-    explicit FdWatcher(IoContext& io) : sd_(io) {}
     boost::asio::posix::stream_descriptor sd_;
 };
 
