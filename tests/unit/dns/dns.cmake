@@ -2,3 +2,4 @@
 slipway_unit_test(test_dns_message dns/message_test.cpp LIBS slipway::dns)
 slipway_unit_test(test_dns_cache dns/cache_test.cpp support/alloc_guard.cpp LIBS slipway::dns)
 target_include_directories(test_dns_cache PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+slipway_unit_test(test_dns_forwarder dns/forwarder_test.cpp LIBS slipway::dns)
