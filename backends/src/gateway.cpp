@@ -11,13 +11,16 @@
 //   - a UDP datagram to port 67, broadcast or to the gateway -> the DHCP server (dhcp/), whose
 //     reply goes out as a UDP datagram from the gateway's port 67 to the client's port 68, to the
 //     address and MAC the server chose (RFC 2131 §4.1);
-//   - anything else addressed to it -> counted as unhandled and dropped (the NAT engine, DHCP and
-//     DNS take these over in later issues);
+//   - a UDP datagram to the DNS address's port 53 -> the DNS forwarder (dns/), which answers
+//     now or later through dispatch_dns_reply(), as a datagram from port 53 back to the sender;
+//   - anything else addressed to it -> counted as unhandled and dropped (the NAT engine takes
+//     these over in a later issue);
 //   - frames for others (flooded ARP between guests, multicast) -> counted as ignored.
 // Replies are built by value types that emit bytes into pool buffers and pushed into to_switch()
 // as one burst, followed by one notify_switch(). The switch queues, rather than nests, that
 // re-entrant call. Nothing here allocates, throws or blocks; every discarded frame is counted.
 #include <chrono>
+#include <cstring>
 
 #include "slipway/backends/userspace_gateway.hpp"
 #include "slipway/core/checksum.hpp"
@@ -75,6 +78,11 @@ void UserspaceGateway::process_frame(const PacketRef& frame) noexcept {
     }
     if (dst != cfg_.mac) {
         gw_.ignored.inc();  // a broadcast or multicast we do not serve (yet)
+        return;
+    }
+    if (f.ipv4 && f.udp && f.udp->dst_port() == L4Port{dns::kDnsPort} &&
+        f.ipv4->dst() == cfg_.dns) {
+        process_dns(frame, f);
         return;
     }
     if (f.ipv4 && f.icmpv4 && f.ipv4->dst() == cfg_.gateway) {
@@ -204,35 +212,98 @@ void UserspaceGateway::process_dhcp(const wire::ParsedFrame& f) noexcept {
         gw_.dhcp_handled.inc();  // counted by the server (ignored, malformed, no address, ...)
         return;
     }
-    const auto udp_len = static_cast<std::uint16_t>(wire::kUdpHeaderLen + tgt->len);
-    const wire::EthernetRepr eth{.dst = tgt->to_relay ? f.eth.src() : tgt->dst_mac,
-                                 .src = cfg_.mac,
-                                 .vlan = f.eth.vlan(),
-                                 .ethertype = EtherType::ipv4};
+    if (!emit_udp_headers(*r, tgt->to_relay ? f.eth.src() : tgt->dst_mac, f.eth.vlan(),
+                          cfg_.gateway, tgt->dst_ip, dhcp::kServerPort, tgt->dst_port, tgt->len)) {
+        gw_.drop_malformed.inc();
+        return;
+    }
+    gw_.dhcp_handled.inc();
+    dispatch_reply(std::move(*r));
+}
+
+void UserspaceGateway::process_dns(const PacketRef& frame, const wire::ParsedFrame& f) noexcept {
+    if (cfg_.dns_forwarder == nullptr) {
+        gw_.drop_unhandled.inc();  // --no-dns
+        return;
+    }
+    if (!f.ipv4->header_checksum_ok() || f.ip_fragment) {
+        gw_.drop_malformed.inc();  // fragmented queries: reassembly arrives with the NAT engine
+        return;
+    }
+    // RFC 768: a zero checksum means none was computed. A partial checksum (virtio NEEDS_CSUM)
+    // is the guest's offload, not an error: its data was never on a wire.
+    const wire::UdpView& udp = *f.udp;
+    if (udp.checksum() != 0 && !frame.meta().vnet.needs_csum()) {
+        const std::uint16_t sum = csum_finish(csum_partial(
+            udp.datagram(),
+            pseudo_header_sum_v4(f.ipv4->src(), f.ipv4->dst(), IpProto::udp, udp.length())));
+        if (sum != 0) {
+            gw_.drop_bad_checksum.inc();
+            return;
+        }
+    }
+    gw_.dns_handled.inc();
+    const dns::GuestEndpoint from{.mac = f.eth.src(),
+                                  .vlan = f.eth.vlan(),
+                                  .ip = f.ipv4->src(),
+                                  .port = udp.src_port().v,
+                                  .local = f.ipv4->dst(),
+                                  .stream = 0};
+    cfg_.dns_forwarder->process_query(udp.payload(), from);
+}
+
+void UserspaceGateway::dispatch_dns_reply(const dns::GuestEndpoint& to, ByteView msg) noexcept {
+    const std::size_t off = wire::kEthernetHeaderLen + (to.vlan ? 4 : 0) + wire::kIpv4MinHeaderLen +
+                            wire::kUdpHeaderLen;
+    auto r = pool_.try_alloc(off + msg.size());
+    if (!r) {
+        gw_.drop_no_buffer.inc();
+        return;
+    }
+    std::memcpy(r->data().data() + off, msg.data(), msg.size());
+    if (!emit_udp_headers(*r, to.mac, to.vlan, to.local, to.ip, dns::kDnsPort, to.port,
+                          msg.size())) {
+        gw_.drop_malformed.inc();
+        return;
+    }
+    dispatch_reply(std::move(*r));
+}
+
+void UserspaceGateway::flush_dns_replies() noexcept {
+    if (replies_in_burst_ == 0) return;
+    replies_in_burst_ = 0;
+    notify_switch();
+}
+
+bool UserspaceGateway::emit_udp_headers(PacketRef& r, MacAddr dst_mac,
+                                        std::optional<wire::VlanTag> vlan, Ipv4Addr src,
+                                        Ipv4Addr dst, std::uint16_t src_port,
+                                        std::uint16_t dst_port, std::size_t payload_len) noexcept {
+    if (payload_len > 65535 - wire::kUdpHeaderLen - wire::kIpv4MinHeaderLen) return false;
+    const auto udp_len = static_cast<std::uint16_t>(wire::kUdpHeaderLen + payload_len);
+    const wire::EthernetRepr eth{
+        .dst = dst_mac, .src = cfg_.mac, .vlan = vlan, .ethertype = EtherType::ipv4};
     wire::Ipv4Repr ip;
-    ip.src = cfg_.gateway;
-    ip.dst = tgt->dst_ip;
+    ip.src = src;
+    ip.dst = dst;
     ip.protocol = IpProto::udp;
     ip.ttl = 64;
     ip.ident = next_ip_id_++;
     ip.payload_len = udp_len;
-    const wire::UdpRepr udp{.src_port = L4Port{dhcp::kServerPort},
-                            .dst_port = L4Port{tgt->dst_port},
-                            .payload_len = static_cast<std::uint16_t>(tgt->len)};
+    const wire::UdpRepr udp{.src_port = L4Port{src_port},
+                            .dst_port = L4Port{dst_port},
+                            .payload_len = static_cast<std::uint16_t>(payload_len)};
+    const MutByteView buf = r.data();
     const auto eh = eth.emit(buf);
     const auto ih = eh ? ip.emit(buf.subspan(*eh)) : eh;
     const auto uh = ih ? udp.emit(buf.subspan(*eh + *ih)) : ih;
-    if (!eh || !ih || !uh || !r->set_len(*eh + *ih + udp_len)) {
-        gw_.drop_malformed.inc();
-        return;
-    }
-    // RFC 768: checksum over the pseudo-header, the UDP header and the data.
+    if (!eh || !ih || !uh || !r.set_len(*eh + *ih + udp_len)) return false;
+    // RFC 768: checksum over the pseudo-header, the UDP header and the data; 0 is sent as ~0.
     const MutByteView l4 = buf.subspan(*eh + *ih, udp_len);
     const std::uint16_t sum =
         csum_finish(csum_partial(l4, pseudo_header_sum_v4(ip.src, ip.dst, IpProto::udp, udp_len)));
     store_be16(l4.data() + 6, sum == 0 ? 0xffff : sum);
-    gw_.dhcp_handled.inc();
-    dispatch_reply(std::move(*r));
+    return true;
 }
 
 void UserspaceGateway::dispatch_reply(PacketRef&& reply) noexcept {

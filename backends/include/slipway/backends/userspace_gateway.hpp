@@ -12,6 +12,7 @@
 #include "slipway/core/types.hpp"
 #include "slipway/core/wire/frame.hpp"
 #include "slipway/dhcp/server.hpp"
+#include "slipway/dns/forwarder.hpp"
 
 namespace slipway::backends {
 
@@ -22,6 +23,9 @@ struct GatewayConfig {
     MacAddr mac;
     std::uint32_t mtu = 1500;
     dhcp::Server* dhcp = nullptr;  // nullptr: no DHCP (--no-dhcp); datagrams to port 67 unhandled
+    // nullptr: no DNS (--no-dns); datagrams to the DNS address's port 53 unhandled. Set after
+    // construction with set_dns(): the forwarder replies through the gateway.
+    dns::Forwarder* dns_forwarder = nullptr;
 };
 
 struct GatewayCounters {
@@ -33,6 +37,8 @@ struct GatewayCounters {
     Counter drop_no_buffer;     // pool exhausted while building a reply
     Counter drop_ring_full;     // our ring into the switch was full
     Counter dhcp_handled;       // datagrams to port 67 given to the DHCP server (see its counters)
+    Counter dns_handled;  // datagrams to port 53 given to the DNS forwarder (see its counters)
+    Counter drop_bad_checksum;  // UDP to one of our services with a wrong checksum
 
     template <class F>
     void for_each(F&& f) const {
@@ -44,12 +50,16 @@ struct GatewayCounters {
         f("drop_no_buffer", drop_no_buffer);
         f("drop_ring_full", drop_ring_full);
         f("dhcp_handled", dhcp_handled);
+        f("dns_handled", dns_handled);
+        f("drop_bad_checksum", drop_bad_checksum);
     }
 };
 
-class UserspaceGateway final : public SwitchPort {
+class UserspaceGateway final : public SwitchPort, public dns::ReplySink {
   public:
     UserspaceGateway(PacketPool& pool, const GatewayConfig& cfg);
+
+    void set_dns(dns::Forwarder* fwd) noexcept { cfg_.dns_forwarder = fwd; }
 
     // Drains frames the switch delivered, answers what is ours, pushes the answers back into the
     // switch in one burst.
@@ -58,11 +68,22 @@ class UserspaceGateway final : public SwitchPort {
     [[nodiscard]] const GatewayCounters& gateway_counters() const noexcept { return gw_; }
     [[nodiscard]] const GatewayConfig& config() const noexcept { return cfg_; }
 
+    // dns::ReplySink: a DNS answer becomes a UDP datagram from port 53 to the guest.
+    void dispatch_dns_reply(const dns::GuestEndpoint& to, ByteView msg) noexcept override;
+    void flush_dns_replies() noexcept override;
+
   private:
     void process_frame(const PacketRef& frame) noexcept;
     void process_arp(const wire::ParsedFrame& f) noexcept;
     void process_icmpv4(const wire::ParsedFrame& f) noexcept;
     void process_dhcp(const wire::ParsedFrame& f) noexcept;
+    void process_dns(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;
+    // Writes Ethernet, IPv4 and UDP headers in front of the `payload_len` bytes already placed at
+    // offset udp_payload_offset(vlan) of `r`, with the UDP checksum; sets the frame length.
+    [[nodiscard]] bool emit_udp_headers(PacketRef& r, MacAddr dst_mac,
+                                        std::optional<wire::VlanTag> vlan, Ipv4Addr src,
+                                        Ipv4Addr dst, std::uint16_t src_port,
+                                        std::uint16_t dst_port, std::size_t payload_len) noexcept;
     [[nodiscard]] bool owns(Ipv4Addr a) const noexcept;
     void dispatch_reply(PacketRef&& reply) noexcept;
 
