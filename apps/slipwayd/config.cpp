@@ -20,6 +20,7 @@
 #include "common/text.hpp"
 #include "slipway/core/log.hpp"
 #include "slipway/dhcp/server.hpp"
+#include "slipway/dns/upstream.hpp"
 
 #ifndef SLIPWAY_VERSION
 #define SLIPWAY_VERSION "unknown"
@@ -64,6 +65,9 @@ struct Raw {
     std::optional<Given> dhcp_range, lease_time, domain, lease_file;
     std::optional<GivenBool> no_dhcp;
     std::optional<GivenList> dhcp_static, search;
+    std::optional<Given> resolv_conf, dns_cache_entries, dns_cache_bytes;
+    std::optional<GivenBool> no_dns;
+    std::optional<GivenList> dns_upstream, dns_record;
 };
 
 // Reads the TOML file into `raw`. Returns false with `err` set on the first problem.
@@ -171,6 +175,18 @@ bool read_config_file(const std::string& path, Raw& raw, std::string& err) {
             ok = take_list(raw.search);
         } else if (key == "lease-file") {
             ok = take_string(raw.lease_file);
+        } else if (key == "no-dns") {
+            ok = take_bool(raw.no_dns);
+        } else if (key == "dns-upstream") {
+            ok = take_list(raw.dns_upstream);
+        } else if (key == "dns-record") {
+            ok = take_list(raw.dns_record);
+        } else if (key == "resolv-conf") {
+            ok = take_string(raw.resolv_conf);
+        } else if (key == "dns-cache-entries") {
+            ok = take_int(raw.dns_cache_entries);
+        } else if (key == "dns-cache-bytes") {
+            ok = take_int(raw.dns_cache_bytes);
         } else if (key == "isolate") {
             ok = take_bool(raw.isolate);
         } else if (key == "no-mac-lock") {
@@ -270,6 +286,61 @@ bool dhcp_options(const Raw& cli, DaemonConfig& cfg, std::string& err) {
     return true;
 }
 
+bool dns_options(const Raw& cli, DaemonConfig& cfg, std::string& err) {
+    auto bad = [&err](const std::string& where, const std::string& value, const char* why) {
+        err = where + ": '" + value + "' " + why;
+        return false;
+    };
+    if (cli.no_dns) cfg.no_dns = cli.no_dns->value;
+    if (cli.dns_upstream) {
+        for (const auto& v : cli.dns_upstream->values) {
+            if (!dns::parse_upstream(v))
+                return bad(cli.dns_upstream->where, v,
+                           "is not ADDR[:PORT] or [IPV6]:PORT (an address, not a host name)");
+            cfg.dns_upstreams.push_back(v);
+        }
+    }
+    if (cli.dns_record) {
+        for (const auto& v : cli.dns_record->values) {
+            const auto eq = v.find('=');
+            const auto ip = eq == std::string::npos
+                                ? std::nullopt
+                                : Ipv4Addr::parse(std::string_view(v).substr(eq + 1));
+            if (!ip || eq == 0 || !valid_domain(std::string_view(v).substr(0, eq)))
+                return bad(cli.dns_record->where, v, "is not NAME=IPV4");
+            cfg.dns_records.emplace_back(v.substr(0, eq), *ip);
+        }
+    }
+    if (cli.resolv_conf) {
+        if (cli.resolv_conf->text.empty()) {
+            err = cli.resolv_conf->where + ": empty path";
+            return false;
+        }
+        cfg.resolv_conf = cli.resolv_conf->text;
+    }
+    auto number = [&](const std::optional<Given>& g, std::size_t lo, std::size_t hi,
+                      std::size_t& out, const char* why) {
+        if (!g) return true;
+        std::size_t v = 0;
+        const auto& t = g->text;
+        const auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+        if (ec != std::errc{} || p != t.data() + t.size() || v < lo || v > hi)
+            return bad(g->where, t, why);
+        out = v;
+        return true;
+    };
+    if (!number(cli.dns_cache_entries, 0, 1u << 16, cfg.dns_cache_entries,
+                "is not an entry count (0 to 65536; 0 turns the cache off)") ||
+        !number(cli.dns_cache_bytes, 4096, std::size_t{1} << 30, cfg.dns_cache_bytes,
+                "is not a byte count (4096 to 1073741824)"))
+        return false;
+    if (cfg.no_dns && (!cfg.dns_upstreams.empty() || !cfg.dns_records.empty())) {
+        err = "--no-dns excludes --dns-upstream and --dns-record";
+        return false;
+    }
+    return true;
+}
+
 template <class T>
 void prefer(std::optional<T>& cli, const std::optional<T>& file) {
     if (!cli && file) cli = file;
@@ -305,6 +376,12 @@ bool merge_and_validate(Raw cli, const Raw& file, DaemonConfig& cfg, std::string
     prefer(cli.domain, file.domain);
     prefer(cli.search, file.search);
     prefer(cli.lease_file, file.lease_file);
+    prefer(cli.no_dns, file.no_dns);
+    prefer(cli.dns_upstream, file.dns_upstream);
+    prefer(cli.dns_record, file.dns_record);
+    prefer(cli.resolv_conf, file.resolv_conf);
+    prefer(cli.dns_cache_entries, file.dns_cache_entries);
+    prefer(cli.dns_cache_bytes, file.dns_cache_bytes);
 
     auto bad = [&](const Given& g, const std::string& problem) {
         err = g.where + ": '" + g.text + "' " + problem;
@@ -369,6 +446,7 @@ bool merge_and_validate(Raw cli, const Raw& file, DaemonConfig& cfg, std::string
         cfg.attach = cli.attach->values;
     }
     if (!dhcp_options(cli, cfg, err)) return false;
+    if (!dns_options(cli, cfg, err)) return false;
     return true;
 }
 
@@ -469,6 +547,35 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
         app.add_option("--lease-file", lease_file,
                        "Keep DHCP leases in this file across restarts (default: in memory)")
             ->type_name("FILE");
+    std::string resolv_conf, dns_cache_entries, dns_cache_bytes;
+    std::vector<std::string> dns_upstream, dns_record;
+    bool no_dns = false;
+    auto* o_no_dns =
+        app.add_flag("--no-dns", no_dns, "No DNS forwarder at the gateway address (default: on)");
+    auto* o_dns_upstream =
+        app.add_option("--dns-upstream", dns_upstream,
+                       "Upstream resolver, repeatable: ADDR[:PORT] or [IPV6]:PORT; the fastest "
+                       "answer wins (default: the nameservers of --resolv-conf)")
+            ->type_name("ADDR")
+            ->allow_extra_args(false);
+    auto* o_resolv_conf =
+        app.add_option("--resolv-conf", resolv_conf,
+                       "Where to read upstream nameservers when no --dns-upstream is given; "
+                       "re-read when it changes (default /etc/resolv.conf)")
+            ->type_name("FILE");
+    auto* o_dns_record =
+        app.add_option("--dns-record", dns_record,
+                       "Local A record answered by the forwarder, repeatable: NAME=IPV4 "
+                       "(default: none besides host./gateway.slipway.internal and friends)")
+            ->type_name("NAME=IP")
+            ->allow_extra_args(false);
+    auto* o_dns_cache_entries =
+        app.add_option("--dns-cache-entries", dns_cache_entries,
+                       "DNS cache size in answers, 0 for no cache (default 4096)")
+            ->type_name("N");
+    auto* o_dns_cache_bytes = app.add_option("--dns-cache-bytes", dns_cache_bytes,
+                                             "DNS cache size in bytes (default 4194304)")
+                                  ->type_name("N");
     auto* o_config = app.add_option("--config", config_file,
                                     "TOML file with any of the flags above as keys (default: none)")
                          ->type_name("FILE");
@@ -516,6 +623,13 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
     given(o_domain, domain, cli.domain);
     if (o_search->count() > 0) cli.search = GivenList{{search}, o_search->get_name()};
     given(o_lease_file, lease_file, cli.lease_file);
+    given_bool(o_no_dns, no_dns, cli.no_dns);
+    if (o_dns_upstream->count() > 0)
+        cli.dns_upstream = GivenList{dns_upstream, o_dns_upstream->get_name()};
+    if (o_dns_record->count() > 0) cli.dns_record = GivenList{dns_record, o_dns_record->get_name()};
+    given(o_resolv_conf, resolv_conf, cli.resolv_conf);
+    given(o_dns_cache_entries, dns_cache_entries, cli.dns_cache_entries);
+    given(o_dns_cache_bytes, dns_cache_bytes, cli.dns_cache_bytes);
 
     DaemonConfig cfg;
     Raw file;

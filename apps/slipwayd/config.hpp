@@ -42,6 +42,14 @@ struct DaemonConfig {
     std::string domain;
     std::vector<std::string> search;
     std::string lease_file;  // empty: leases in memory
+
+    // DNS forwarder.
+    bool no_dns = false;
+    std::vector<std::string> dns_upstreams;  // validated ADDR[:PORT] / [V6]:PORT
+    std::string resolv_conf = "/etc/resolv.conf";
+    std::vector<std::pair<std::string, Ipv4Addr>> dns_records;
+    std::size_t dns_cache_entries = 4096;
+    std::size_t dns_cache_bytes = 4u << 20;
 };
 
 // What parse_command_line decided. When `config` is set the daemon runs with it; otherwise the

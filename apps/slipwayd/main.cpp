@@ -65,6 +65,12 @@ NetworkOptions to_options(const DaemonConfig& cfg) {
     o.domain = cfg.domain;
     o.search = cfg.search;
     o.lease_file = cfg.lease_file;
+    o.no_dns = cfg.no_dns;
+    o.dns_upstreams = cfg.dns_upstreams;
+    o.resolv_conf = cfg.resolv_conf;
+    o.dns_records = cfg.dns_records;
+    o.dns_cache_entries = cfg.dns_cache_entries;
+    o.dns_cache_bytes = cfg.dns_cache_bytes;
     return o;
 }
 
@@ -147,10 +153,21 @@ int run_daemon(const DaemonConfig& cfg) {
                                            status.plan.dhcp_last.to_string() + ", leases " +
                                            (cfg.lease_file.empty() ? std::string("in memory only")
                                                                    : "in " + cfg.lease_file);
-        SLW_INFO("slipwayd ready: {} attachment{}, api {}, subnet {}/{}, gateway {}, dhcp {}",
-                 cfg.attach.size(), cfg.attach.size() == 1 ? "" : "s",
-                 cfg.api.empty() ? "none" : cfg.api, status.plan.subnet.to_string(),
-                 status.plan.prefix_len, status.plan.gateway.to_string(), dhcp);
+        std::string dns = "off";
+        if (status.plan.dns_enabled) {
+            dns = status.plan.dns.to_string() + ":53, upstreams ";
+            if (cfg.dns_upstreams.empty()) {
+                dns += "from " + cfg.resolv_conf;
+            } else {
+                for (std::size_t i = 0; i < cfg.dns_upstreams.size(); ++i)
+                    dns += (i ? "," : "") + cfg.dns_upstreams[i];
+            }
+        }
+        SLW_INFO(
+            "slipwayd ready: {} attachment{}, api {}, subnet {}/{}, gateway {}, dhcp {}, dns {}",
+            cfg.attach.size(), cfg.attach.size() == 1 ? "" : "s",
+            cfg.api.empty() ? "none" : cfg.api, status.plan.subnet.to_string(),
+            status.plan.prefix_len, status.plan.gateway.to_string(), dhcp, dns);
     });
 
     net->run();

@@ -45,6 +45,8 @@ nlohmann::json status_to_json(const NetworkStatus& status) {
     out["dhcp_range"] =
         plan.dhcp ? nlohmann::json(plan.dhcp_first.to_string() + "-" + plan.dhcp_last.to_string())
                   : nlohmann::json(nullptr);
+    out["dns_enabled"] = plan.dns_enabled;
+    out["dns_upstreams"] = plan.dns_upstreams;
     nlohmann::json ports = nlohmann::json::array();
     for (const auto& p : status.ports)
         ports.push_back(port_to_json(p, false));

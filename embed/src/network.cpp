@@ -28,6 +28,7 @@
 #include "slipway/core/switch.hpp"
 #include "slipway/core/unix_socket.hpp"
 #include "slipway/dhcp/server.hpp"
+#include "slipway/dns/forwarder.hpp"
 #include "slipway/guest/attachment.hpp"
 
 namespace slipway {
@@ -107,6 +108,7 @@ struct Network::Impl {
     std::unique_ptr<boost::asio::steady_timer> pcap_flush;  // every second, so tcpdump -r keeps up
     std::unique_ptr<dhcp::Server> dhcp;  // before the gateway, which points at it
     std::unique_ptr<backends::UserspaceGateway> gateway;
+    std::unique_ptr<dns::Forwarder> dns;  // after the gateway, its reply sink (destroyed first)
     std::vector<std::unique_ptr<guest::Attachment>> attachments;
     std::vector<std::unique_ptr<InProcessPortImpl>> inproc;
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
@@ -122,6 +124,7 @@ struct Network::Impl {
         sw.reset();
         inproc.clear();
         attachments.clear();
+        dns.reset();
         gateway.reset();
         pcap.reset();
     }
@@ -229,6 +232,20 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
         plan.dhcp_last = dhcp_server->config().range_last;
     }
 
+    std::vector<dns::Upstream> upstreams;
+    for (const auto& text : opts.dns_upstreams) {
+        auto u = dns::parse_upstream(text);
+        if (!u) {
+            error = "--dns-upstream: '" + text + "' is not ADDR[:PORT] or [IPV6]:PORT";
+            return fail(Errc::invalid_argument);
+        }
+        upstreams.push_back(std::move(*u));
+    }
+    if (opts.no_dns && (!opts.dns_upstreams.empty() || !opts.dns_records.empty())) {
+        error = "--no-dns excludes --dns-upstream and --dns-record";
+        return fail(Errc::invalid_argument);
+    }
+
     std::unique_ptr<Network> net(new Network());
     Impl& m = *net->impl_;
     m.plan = plan;
@@ -254,6 +271,36 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
                                          .mac = plan.gateway_mac,
                                          .mtu = plan.mtu,
                                          .dhcp = m.dhcp.get()});
+    if (!opts.no_dns) {
+        dns::ForwarderConfig fc;
+        fc.upstreams = std::move(upstreams);
+        fc.resolv_conf = opts.resolv_conf;
+        fc.gateway = plan.gateway;
+        fc.host_alias = plan.host_alias;
+        for (const auto& [name, addr] : opts.dns_records)
+            fc.records.push_back({name, addr});
+        fc.domain = opts.domain;
+        if (m.dhcp) {
+            dhcp::Server* srv = m.dhcp.get();
+            fc.host_lookup = [srv](std::string_view host) {
+                return srv->address_of(host,
+                                       std::chrono::duration_cast<std::chrono::seconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count());
+            };
+        }
+        fc.cache.max_entries = opts.dns_cache_entries;
+        fc.cache.max_bytes = opts.dns_cache_bytes;
+        // One unfragmented frame: MTU minus the IPv4 and UDP headers.
+        fc.max_udp_reply =
+            static_cast<std::uint16_t>(std::min<std::uint32_t>(plan.mtu, 65535) - 28);
+        auto fwd = dns::Forwarder::create(m.io, std::move(fc), *m.gateway, error);
+        if (!fwd) return fail(fwd.error());
+        m.dns = std::move(*fwd);
+        m.gateway->set_dns(m.dns.get());
+        m.plan.dns_enabled = true;
+        m.plan.dns_upstreams = opts.dns_upstreams;
+    }
     m.sw->add_port(*m.gateway);
     // No guest may claim the gateway's MAC, and frames to it never flood (switch.cpp: pinned).
     if (!m.sw->pin_mac(*m.gateway, plan.gateway_mac)) {
@@ -308,6 +355,15 @@ IoContext& Network::io() noexcept {
     return impl_->io;
 }
 
+Result<void> Network::add_dns_record(std::string_view name, Ipv4Addr addr) {
+    if (!impl_->dns) return fail(Errc::unsupported);
+    return impl_->dns->add_record(name, addr);
+}
+
+bool Network::remove_dns_record(std::string_view name) {
+    return impl_->dns && impl_->dns->remove_record(name);
+}
+
 const NetworkPlan& Network::plan() const noexcept {
     return impl_->plan;
 }
@@ -346,6 +402,12 @@ NetworkStats Network::stats() const {
     if (m.dhcp) {
         auto d = collect(m.dhcp->counters());
         st.gateway_counters.insert(st.gateway_counters.end(), d.begin(), d.end());
+    }
+    if (m.dns) {
+        auto d = collect(m.dns->counters());
+        st.gateway_counters.insert(st.gateway_counters.end(), d.begin(), d.end());
+        st.gateway_counters.push_back({"dns_cache_entries", m.dns->cache().entries()});
+        st.gateway_counters.push_back({"dns_cache_bytes", m.dns->cache().bytes()});
     }
     st.pool = {
         {"small_capacity", m.pool->capacity(SizeClass::small)},

@@ -54,6 +54,14 @@ struct NetworkOptions {
     std::string domain;               // option 15; guests' host names resolve under it
     std::vector<std::string> search;  // option 119
     std::string lease_file;           // empty: leases kept in memory (logged at start-up)
+
+    // DNS forwarder (dns/) at the gateway address, port 53.
+    bool no_dns = false;
+    std::vector<std::string> dns_upstreams;  // ADDR[:PORT] / [V6]:PORT; empty: resolv_conf's
+    std::string resolv_conf = "/etc/resolv.conf";
+    std::vector<std::pair<std::string, Ipv4Addr>> dns_records;  // local A records
+    std::size_t dns_cache_entries = 4096;                       // 0: no cache
+    std::size_t dns_cache_bytes = 4u << 20;
 };
 
 // The address plan after defaults are applied.
@@ -65,6 +73,8 @@ struct NetworkPlan {
     std::optional<Ipv4Addr> host_alias;
     bool dhcp = false;  // the DHCP server runs
     Ipv4Addr dhcp_first, dhcp_last;
+    bool dns_enabled = false;                // the DNS forwarder runs (at `dns`)
+    std::vector<std::string> dns_upstreams;  // as configured (empty: from resolv.conf)
     MacAddr gateway_mac;
     std::uint32_t mtu;
 };
@@ -132,6 +142,12 @@ class Network {
     void post(std::function<void()> fn);
     // The network's event loop, for services that share its thread (the HTTP API).
     [[nodiscard]] IoContext& io() noexcept;
+
+    // Local DNS records (A) answered by the forwarder, e.g. the VMM's names for its guests.
+    // Call before run() or on the network thread. Errc::unsupported with --no-dns;
+    // Errc::invalid_argument for a name that is not a valid domain name.
+    Result<void> add_dns_record(std::string_view name, Ipv4Addr addr);
+    bool remove_dns_record(std::string_view name);
 
     [[nodiscard]] const NetworkPlan& plan() const noexcept;
     [[nodiscard]] NetworkStatus status() const;
