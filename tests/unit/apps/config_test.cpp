@@ -119,13 +119,39 @@ TEST(Config, HelpListsEveryFlagWithDefaults) {
     const auto out = parse({"--help"});
     EXPECT_FALSE(out.config.has_value());
     EXPECT_EQ(out.exit_code, 0);
-    for (const char* s :
-         {"--subnet",         "--gateway",     "--host-alias",  "--no-host-alias", "--mtu",
-          "--attach",         "--isolate",     "--no-mac-lock", "--api",           "--pcap",
-          "--pid-file",       "--log-level",   "--config",      "--version",       "--help",
-          "192.168.127.0/24", "default 1500",  "default info",  "576..65520",      "--no-dhcp",
-          "--dhcp-range",     "--dhcp-static", "--lease-time",  "--domain",        "--search",
-          "--lease-file",     "default 3600"})
+    for (const char* s : {"--subnet",
+                          "--gateway",
+                          "--host-alias",
+                          "--no-host-alias",
+                          "--mtu",
+                          "--attach",
+                          "--isolate",
+                          "--no-mac-lock",
+                          "--api",
+                          "--pcap",
+                          "--pid-file",
+                          "--log-level",
+                          "--config",
+                          "--version",
+                          "--help",
+                          "192.168.127.0/24",
+                          "default 1500",
+                          "default info",
+                          "576..65520",
+                          "--no-dhcp",
+                          "--dhcp-range",
+                          "--dhcp-static",
+                          "--dns-upstream",
+                          "--no-dns",
+                          "--dns-record",
+                          "--resolv-conf",
+                          "--dns-cache-entries",
+                          "--dns-cache-bytes",
+                          "--lease-time",
+                          "--domain",
+                          "--search",
+                          "--lease-file",
+                          "default 3600"})
         EXPECT_NE(out.out.find(s), std::string::npos) << s;
 }
 
@@ -352,6 +378,50 @@ domain = "file.test"
     EXPECT_EQ(o.config->domain, "cli.test");  // the command line wins
     TempToml bad("lease-time = \"long\"\n");
     expect_usage_error(parse({"--config", bad.path()}), {"lease-time", "integer"});
+}
+
+TEST(Config, DnsFlags) {
+    auto o = parse({"--dns-upstream", "192.0.2.53", "--dns-upstream", "[2001:db8::53]:5353",
+                    "--dns-record", "build.example=10.0.0.9", "--resolv-conf", "/tmp/r.conf",
+                    "--dns-cache-entries", "0", "--dns-cache-bytes", "65536"});
+    ASSERT_TRUE(o.config) << o.err;
+    const DaemonConfig& c = *o.config;
+    EXPECT_EQ(c.dns_upstreams, (std::vector<std::string>{"192.0.2.53", "[2001:db8::53]:5353"}));
+    ASSERT_EQ(c.dns_records.size(), 1u);
+    EXPECT_EQ(c.dns_records[0].first, "build.example");
+    EXPECT_EQ(c.dns_records[0].second, ip(10, 0, 0, 9));
+    EXPECT_EQ(c.resolv_conf, "/tmp/r.conf");
+    EXPECT_EQ(c.dns_cache_entries, 0u);
+    EXPECT_EQ(c.dns_cache_bytes, 65536u);
+    const DaemonConfig d = *parse({}).config;
+    EXPECT_FALSE(d.no_dns);
+    EXPECT_EQ(d.resolv_conf, "/etc/resolv.conf");
+    EXPECT_EQ(d.dns_cache_entries, 4096u);
+    EXPECT_TRUE(parse({"--no-dns"}).config->no_dns);
+
+    expect_usage_error(parse({"--dns-upstream", "dns.google"}), {"--dns-upstream", "dns.google"});
+    expect_usage_error(parse({"--dns-upstream", "192.0.2.1:99999"}), {"--dns-upstream"});
+    expect_usage_error(parse({"--dns-record", "noaddress"}), {"--dns-record", "NAME=IPV4"});
+    expect_usage_error(parse({"--dns-record", "x..y=1.2.3.4"}), {"--dns-record"});
+    expect_usage_error(parse({"--dns-record", "ok.test=1.2.3"}), {"--dns-record"});
+    expect_usage_error(parse({"--dns-cache-entries", "100000"}), {"--dns-cache-entries"});
+    expect_usage_error(parse({"--dns-cache-bytes", "12"}), {"--dns-cache-bytes"});
+    expect_usage_error(parse({"--resolv-conf", ""}), {"--resolv-conf", "empty"});
+    expect_usage_error(parse({"--no-dns", "--dns-upstream", "192.0.2.1"}), {"--no-dns"});
+}
+
+TEST(Config, DnsKeysInTheFile) {
+    TempToml f(R"(dns-upstream = ["192.0.2.1", "192.0.2.2:5353"]
+dns-record = "a.test=10.0.0.1"
+dns-cache-entries = 16
+)");
+    auto o = parse({"--config", f.path(), "--dns-upstream", "192.0.2.9"});
+    ASSERT_TRUE(o.config) << o.err;
+    EXPECT_EQ(o.config->dns_upstreams, std::vector<std::string>{"192.0.2.9"});  // CLI wins
+    EXPECT_EQ(o.config->dns_records.size(), 1u);
+    EXPECT_EQ(o.config->dns_cache_entries, 16u);
+    TempToml bad("no-dns = \"yes\"\n");
+    expect_usage_error(parse({"--config", bad.path()}), {"no-dns"});
 }
 
 }  // namespace

@@ -61,6 +61,35 @@ TEST(Network, RejectsBadOptionsWithOneLine) {
     o.no_host_alias = true;
     o.host_alias = Ipv4Addr::from_octets(192, 168, 127, 9);
     bad(o, "exclude");
+    o = {};
+    o.dns_upstreams = {"resolver.example"};
+    bad(o, "--dns-upstream");
+    o = {};
+    o.dns_records = {{"bad..name", Ipv4Addr::from_octets(10, 0, 0, 1)}};
+    bad(o, "--dns-record");
+    o = {};
+    o.no_dns = true;
+    o.dns_upstreams = {"192.0.2.1"};
+    bad(o, "--no-dns");
+}
+
+TEST(Network, DnsRecordsThroughTheEmbeddingApi) {
+    std::string err;
+    NetworkOptions o;
+    o.dns_upstreams = {"192.0.2.53"};
+    auto net = Network::create(o, err);
+    ASSERT_TRUE(net) << err;
+    EXPECT_TRUE((*net)->plan().dns_enabled);
+    EXPECT_TRUE((*net)->add_dns_record("vm1.example", Ipv4Addr::from_octets(192, 168, 127, 9)));
+    EXPECT_FALSE((*net)->add_dns_record("bad..name", Ipv4Addr{}));
+    EXPECT_TRUE((*net)->remove_dns_record("VM1.example"));
+    EXPECT_FALSE((*net)->remove_dns_record("vm1.example"));
+    o = {};
+    o.no_dns = true;
+    auto off = Network::create(o, err);
+    ASSERT_TRUE(off) << err;
+    EXPECT_FALSE((*off)->plan().dns_enabled);
+    EXPECT_EQ((*off)->add_dns_record("vm1.example", Ipv4Addr{}).error(), Errc::unsupported);
 }
 
 TEST(Network, BadAttachSpecIsAnErrorNotACrash) {
