@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# DHCP leases per second: perfdhcp (kea-admin) against slipway's DHCP server and, as the
+# baseline in the same run, against dnsmasq's, each serving one namespace "client" link.
+#
+#   bench/e2e/dhcp.sh [REPS] [SECONDS]     (root; defaults 3 repetitions of 5 s)
+#
+# perfdhcp speaks DHCPv4 as a relay agent on the client link (giaddr = its own address), which
+# both servers serve. It runs DISCOVER/OFFER/REQUEST/ACK exchanges for 240 simulated clients at
+# a requested rate well above what either server sustains, so completed exchanges per second is
+# the server's figure. Everything runs inside `unshare --net --mount`: nothing touches the
+# machine's network. Prints a markdown table of medians.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+REPS=${1:-3}
+SECS=${2:-5}
+SLIPWAYD=${SLIPWAYD:-$ROOT/build/release/bin/slipwayd}
+
+if [ -z "${SLW_BENCH_SANDBOXED:-}" ]; then
+    [ "$(id -u)" -eq 0 ] || { echo "bench: needs root (namespaces)" >&2; exit 1; }
+    for t in perfdhcp dnsmasq "$SLIPWAYD"; do
+        command -v "$t" >/dev/null || { echo "bench: $t missing (scripts/deps; cmake --build --preset release)" >&2; exit 1; }
+    done
+    SLW_BENCH_SANDBOXED=1 exec unshare --net --mount -- bash "$0" "$@"
+fi
+
+mount --make-rprivate /
+mkdir -p /run/netns
+mount -t tmpfs slw-bench /run/netns
+TMP=$(mktemp -d /tmp/slw-bench-dhcp.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# perfdhcp_rate NS IFACE: completed 4-way exchanges per second over SECS.
+perfdhcp_rate() {
+    local out
+    out=$(ip netns exec "$1" timeout $((SECS + 20)) perfdhcp -4 -l "$2" -r 20000 -R 240 \
+        -p "$SECS" 2>&1) || true
+    # The REQUEST-ACK block's received packets: each is one lease granted.
+    awk '/Statistics for: REQUEST-ACK/ {f=1} f && /received packets:/ {print $3; exit}' <<<"$out" |
+        awk -v s="$SECS" '{printf "%.0f\n", $1 / s}'
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
+
+ip netns add hs
+ip netns add cs
+ip netns add hd
+ip netns add cd
+for n in hs cs hd cd; do ip -n "$n" link set lo up; done
+
+# slipway: the client namespace is attached as a TAP, as a guest is.
+ip netns exec hs "$SLIPWAYD" --log-level warn --attach netns:/run/netns/cs,ifname=slw0 \
+    >"$TMP/slipwayd.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 50); do ip -n cs link show slw0 >/dev/null 2>&1 && break; sleep 0.1; done
+ip -n cs link set slw0 up
+ip -n cs addr add 192.168.127.250/24 dev slw0
+
+# dnsmasq: the same subnet and pool on a veth pair; DHCP only (--port=0), leases in memory.
+# --no-ping: by default dnsmasq probes every address with an ICMP echo (and waits for it) before
+# offering it, which measures its probe timer instead of its server; slipway does no such probe.
+ip link add slwb0 netns hd type veth peer name slwb1 netns cd
+ip -n hd addr add 192.168.127.1/24 dev slwb0
+ip -n hd link set slwb0 up
+ip -n cd addr add 192.168.127.250/24 dev slwb1
+ip -n cd link set slwb1 up
+ip netns exec hd dnsmasq --keep-in-foreground --no-resolv --no-hosts --port=0 --no-ping \
+    --interface=slwb0 --bind-interfaces --dhcp-range=192.168.127.2,192.168.127.253,1h \
+    --dhcp-authoritative --leasefile-ro --pid-file="$TMP/dnsmasq.pid" --log-facility=- \
+    --quiet-dhcp >"$TMP/dnsmasq.log" 2>&1 &
+PIDS+=($!)
+sleep 1
+
+slw=() dnq=()
+for _ in $(seq "$REPS"); do
+    slw+=("$(perfdhcp_rate cs slw0)")
+    dnq+=("$(perfdhcp_rate cd slwb1)")
+done
+s=$(printf '%s\n' "${slw[@]}" | median)
+d=$(printf '%s\n' "${dnq[@]}" | median)
+echo "| benchmark | slipway | baseline | baseline figure | ratio |"
+echo "|---|---|---|---|---|"
+awk -v s="$s" -v d="$d" 'BEGIN {
+    printf "| DHCP leases/s (perfdhcp, 240 clients, median of '"$REPS"' x '"$SECS"' s) | %d | dnsmasq 2.90 | %d | %.2fx |\n",
+        s, d, (d > 0 ? s / d : 0) }'
+echo "(runs: slipway ${slw[*]}; dnsmasq ${dnq[*]})"
