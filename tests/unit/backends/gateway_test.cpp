@@ -13,6 +13,7 @@
 #include "slipway/backends/userspace_gateway.hpp"
 #include "slipway/core/checksum.hpp"
 #include "slipway/core/wire/frame.hpp"
+#include "slipway/dns/message.hpp"
 
 namespace slipway::backends {
 namespace {
@@ -235,6 +236,96 @@ TEST_F(GatewayDhcpTest, GarbageToPort67IsCountedByTheServer) {
     EXPECT_TRUE(exchange(frame).empty());
     EXPECT_EQ(server->counters().drop_malformed.get(), 1u);
     EXPECT_EQ(gw->gateway_counters().dhcp_handled.get(), 1u);
+}
+
+// A DNS query from a guest (10.99.0.10:40000) to the gateway's port 53, with a valid UDP checksum
+// unless `bad_csum`; VLAN-tagged with `vlan`.
+std::vector<std::byte> dns_query_frame(const MacAddr& client, const MacAddr& gw_mac,
+                                       std::string_view name, bool bad_csum = false) {
+    std::vector<std::byte> q(12, std::byte{0});
+    store_be16(q.data(), 0x5151);
+    store_be16(q.data() + 2, 0x0100);
+    store_be16(q.data() + 4, 1);
+    std::array<std::byte, dns::kMaxNameLen> wire{};
+    const auto n = dns::encode_name(name, wire);
+    EXPECT_TRUE(n.has_value());
+    q.insert(q.end(), wire.begin(), wire.begin() + static_cast<std::ptrdiff_t>(*n));
+    const std::uint8_t tail[] = {0, 1, 0, 1};  // A, IN
+    for (auto b : tail)
+        q.push_back(std::byte{b});
+    std::vector<std::byte> f(14 + 20 + 8 + q.size());
+    gw_mac.store(f.data());
+    client.store(f.data() + 6);
+    store_be16(f.data() + 12, 0x0800);
+    wire::Ipv4Repr ip;
+    ip.src = Ipv4Addr::from_octets(10, 99, 0, 10);
+    ip.dst = Ipv4Addr::from_octets(10, 99, 0, 1);
+    ip.protocol = IpProto::udp;
+    ip.payload_len = static_cast<std::uint16_t>(8 + q.size());
+    EXPECT_TRUE(ip.emit(MutByteView{f}.subspan(14)));
+    const wire::UdpRepr udp{L4Port{40000}, L4Port{53}, static_cast<std::uint16_t>(q.size()), 0};
+    EXPECT_TRUE(udp.emit(MutByteView{f}.subspan(34)));
+    std::memcpy(f.data() + 42, q.data(), q.size());
+    const std::uint16_t sum = csum_finish(csum_partial(
+        ByteView{f}.subspan(34), pseudo_header_sum_v4(ip.src, ip.dst, IpProto::udp,
+                                                      static_cast<std::uint16_t>(8 + q.size()))));
+    store_be16(f.data() + 40, static_cast<std::uint16_t>(bad_csum ? sum ^ 0x0101 : sum));
+    return f;
+}
+
+class GatewayDnsTest : public GatewayDhcpTest {
+  protected:
+    void SetUp() override {
+        GatewayDhcpTest::SetUp();
+        dns::ForwarderConfig c;
+        c.gateway = kGw;
+        c.host_alias = Ipv4Addr::from_octets(10, 99, 0, 254);
+        c.resolv_conf = "/nonexistent/slipway-test-resolv.conf";
+        std::string err;
+        auto f = dns::Forwarder::create(io, std::move(c), *gw, err);
+        ASSERT_TRUE(f) << err;
+        fwd = std::move(*f);
+        gw->set_dns(fwd.get());
+    }
+    IoContext io;
+    std::unique_ptr<dns::Forwarder> fwd;
+};
+
+TEST_F(GatewayDnsTest, QueryGetsAnAnswerInAValidUdpDatagram) {
+    const auto out = exchange(dns_query_frame(kClient, kGwMac, "host.containers.internal"));
+    ASSERT_EQ(out.size(), 1u);
+    auto f = wire::parse_frame(out[0]);
+    ASSERT_TRUE(f && f->ipv4 && f->udp);
+    EXPECT_EQ(f->eth.src(), kGwMac);
+    EXPECT_EQ(f->eth.dst(), kClient);
+    EXPECT_EQ(f->ipv4->src(), kGw);
+    EXPECT_EQ(f->ipv4->dst(), Ipv4Addr::from_octets(10, 99, 0, 10));
+    EXPECT_TRUE(f->ipv4->header_checksum_ok());
+    EXPECT_EQ(f->udp->src_port(), L4Port{53});
+    EXPECT_EQ(f->udp->dst_port(), L4Port{40000});
+    EXPECT_EQ(csum_finish(csum_partial(f->udp->datagram(),
+                                       pseudo_header_sum_v4(f->ipv4->src(), f->ipv4->dst(),
+                                                            IpProto::udp, f->udp->length()))),
+              0);
+    const auto m = dns::MessageView::parse(f->udp->payload());
+    ASSERT_TRUE(m);
+    EXPECT_EQ(m->id(), 0x5151);
+    EXPECT_EQ(m->header().ancount, 1);
+    EXPECT_EQ(gw->gateway_counters().dns_handled.get(), 1u);
+    EXPECT_EQ(fwd->counters().local_answers.get(), 1u);
+}
+
+TEST_F(GatewayDnsTest, BadChecksumIsDroppedAndCounted) {
+    EXPECT_TRUE(
+        exchange(dns_query_frame(kClient, kGwMac, "host.containers.internal", true)).empty());
+    EXPECT_EQ(gw->gateway_counters().drop_bad_checksum.get(), 1u);
+    EXPECT_EQ(fwd->counters().queries.get(), 0u);
+}
+
+TEST_F(GatewayDnsTest, WithoutTheForwarderPort53IsUnhandled) {
+    gw->set_dns(nullptr);
+    EXPECT_TRUE(exchange(dns_query_frame(kClient, kGwMac, "host.containers.internal")).empty());
+    EXPECT_EQ(gw->gateway_counters().drop_unhandled.get(), 1u);
 }
 
 }  // namespace
