@@ -765,11 +765,15 @@ struct Forwarder::Impl {
         for (auto& u : list)
             ups.push_back(UpState{std::move(u)});
         ++up_gen;
+        // At start-up the ready line names the source; the list itself is for debugging. A
+        // change while running is news.
         if (ups.empty()) {
             SLW_WARN("dns: {} names no nameserver; queries get SERVFAIL until it does",
                      cfg.resolv_conf);
+        } else if (initial) {
+            SLW_DEBUG("dns: upstreams from {}: {}", cfg.resolv_conf, join(now));
         } else {
-            SLW_INFO("dns: upstreams from {}: {}", cfg.resolv_conf, join(now));
+            SLW_INFO("dns: upstreams from {} now: {}", cfg.resolv_conf, join(now));
         }
     }
 
@@ -931,7 +935,7 @@ Result<std::unique_ptr<Forwarder>> Forwarder::create(IoContext& io, ForwarderCon
         }
         for (auto& u : m.cfg.upstreams)
             m.ups.push_back(UpState{u});
-        SLW_INFO("dns: upstreams {}", Impl::join(m.upstream_texts()));
+        SLW_DEBUG("dns: upstreams {}", Impl::join(m.upstream_texts()));
     } else {
         m.from_resolv = true;
         m.load_resolv(true);

@@ -81,8 +81,8 @@ struct ForwarderCounters {
     Counter tcp_retries;        // truncated UDP answers retried over TCP
     Counter truncated;          // answers too large for the guest, sent with TC set
     Counter servfail;           // SERVFAIL sent because no upstream answered
-    Counter formerr;            // FORMERR/NOTIMP sent for queries we could not take
-    Counter drop_malformed;     // not a DNS query at all: dropped
+    Counter formerr;            // FORMERR/NOTIMP sent (malformed, no question, other opcodes)
+    Counter drop_malformed;     // did not parse; FORMERR sent when the header reads as a query
     Counter drop_busy;          // the pending table was full: SERVFAIL sent
     Counter latency_us_total;   // sum of upstream answer latencies
     Counter latency_samples;    // how many went into latency_us_total
