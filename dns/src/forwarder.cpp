@@ -15,14 +15,17 @@
 //      answer (RD, CD, DO, whether the query had OPT). A hit is served with the querier's ID, aged
 //      TTLs, and the querier's own spelling of the name (RFC 4343 §4.1);
 //   3. the upstreams. The query is copied into a slot of the pending table (sized at start-up;
-//      full: SERVFAIL at once, counted) with a fresh random ID, and sent from a fresh UDP socket
-//      connected to the preferred upstream: the kernel picks a random source port for each one,
-//      and the connected socket only accepts datagrams from that server, so an answer must match
-//      socket, server, ID and question (RFC 5452 §9.1). If no answer comes within the hedge delay,
-//      the next upstream is asked too, and the first good answer wins. An upstream that refuses
-//      (ICMP unreachable -> ECONNREFUSED), answers SERVFAIL/REFUSED or stays silent counts a
-//      failure; three in a row mark it dead for 10 s, during which it is only tried last. So a
-//      dead resolver costs one hedge delay at most, and none once it is marked.
+//      full: SERVFAIL at once, counted) and sent with a random ID on a UDP socket connected to
+//      the preferred upstream: up to 8 such sockets per upstream, each picked at random, each
+//      with its own kernel-chosen random source port and replaced after 64 queries, so ports keep
+//      changing while a busy forwarder spends no system calls opening and closing sockets per
+//      query. A connected socket only accepts datagrams from its server, and (socket, ID) finds
+//      the query, so an answer must match socket, server, ID and question (RFC 5452 §9.1). If no
+//      answer comes within the hedge delay, the next upstream is asked too, and the first good
+//      answer wins. An upstream that refuses (ICMP unreachable -> ECONNREFUSED), answers
+//      SERVFAIL/REFUSED or stays silent counts a failure; three in a row mark it dead for 10 s,
+//      during which it is only tried last. So a dead resolver costs one hedge delay at most, and
+//      none once it is marked.
 // A truncated UDP answer (TC) is retried over TCP to the same upstream (RFC 7766 §5), with one of
 // a few 64 KiB buffers reserved at start-up (none free: the guest gets the TC answer and retries
 // itself). Answers larger than the guest can take (its EDNS size, RFC 6891 §6.2.5, and one
@@ -68,6 +71,8 @@ constexpr std::size_t kMaxTries = 4;        // upstreams asked per query
 constexpr std::size_t kMaxUpstreams = 8;
 constexpr std::size_t kTcpBuffers = 16;
 constexpr std::size_t kMaxStreams = 64;
+constexpr std::size_t kSocksPerUpstream = 8;  // shared UDP sockets per upstream (random ports)
+constexpr std::uint32_t kMaxSockUses = 64;    // queries per socket before it is replaced
 constexpr std::size_t kMaxMsg = 65535;
 constexpr auto kTick = 50ms;
 constexpr std::int64_t kTryTimeoutMs = 700;  // an upstream silent this long counts a failure
@@ -108,8 +113,10 @@ struct UpState {
 enum class TrySt : std::uint8_t { idle, udp, tcp_connect, tcp_write, tcp_read, failed };
 
 struct Try {
-    UniqueFd fd;
-    std::unique_ptr<FdWatcher> w;  // built once, assigned per socket
+    UniqueFd fd;                   // TCP retry only; UDP tries share a UdpSock
+    std::unique_ptr<FdWatcher> w;  // built once, assigned per TCP socket
+    int sock = -1;                 // UDP: index into socks while the try waits on it
+    std::uint16_t id = 0;          // the ID this try was sent with
     TrySt st = TrySt::idle;
     std::uint8_t up = 0;
     std::uint32_t up_gen = 0;
@@ -135,6 +142,77 @@ struct Pending {
     std::uint32_t gen = 0;
     std::uint8_t n_order = 0, next = 0;
     std::array<Try, kMaxTries> tries;
+};
+
+// A UDP socket connected to one upstream, shared by up to kMaxSockUses queries over its life.
+struct UdpSock {
+    UniqueFd fd;
+    std::unique_ptr<FdWatcher> w;
+    std::uint8_t up = 0;
+    std::uint32_t gen = 0;
+    std::uint32_t uses = 0;      // queries sent on it
+    std::uint32_t inflight = 0;  // tries waiting on it
+    std::uint32_t serial = 0;    // bumped on close: stale handlers see a different value
+    bool retiring = false;       // takes no new query; closed when inflight reaches 0
+    [[nodiscard]] bool open() const noexcept { return fd.valid(); }
+};
+
+// (socket, ID) -> pending slot and try, for answers arriving on shared sockets: open addressing
+// with linear probing and backward-shift deletion, sized at start-up for every try at once.
+class IdMap {
+  public:
+    static constexpr std::uint32_t kEmpty = 0xffffffffu;
+    explicit IdMap(std::size_t max_entries) {
+        std::size_t cap = 16;
+        while (cap < 2 * max_entries)
+            cap *= 2;
+        keys_.assign(cap, kEmpty);
+        vals_.assign(cap, 0);
+        mask_ = cap - 1;
+    }
+    static std::uint32_t key(int sock, std::uint16_t id) noexcept {
+        return (static_cast<std::uint32_t>(sock) << 16) | id;
+    }
+    [[nodiscard]] std::optional<std::uint32_t> find(std::uint32_t k) const noexcept {
+        for (std::size_t i = home(k);; i = (i + 1) & mask_) {
+            if (keys_[i] == kEmpty) return std::nullopt;
+            if (keys_[i] == k) return vals_[i];
+        }
+    }
+    // The caller keeps the load at most half (max_entries).
+    void insert(std::uint32_t k, std::uint32_t v) noexcept {
+        std::size_t i = home(k);
+        while (keys_[i] != kEmpty && keys_[i] != k)
+            i = (i + 1) & mask_;
+        keys_[i] = k;
+        vals_[i] = v;
+    }
+    void erase(std::uint32_t k) noexcept {
+        std::size_t i = home(k);
+        while (keys_[i] != k) {
+            if (keys_[i] == kEmpty) return;
+            i = (i + 1) & mask_;
+        }
+        // Backward shift: pull later entries of the run into the hole unless they sit between
+        // their home and the hole already.
+        for (std::size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
+            if (keys_[j] == kEmpty) break;
+            const std::size_t h = home(keys_[j]);
+            const bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+            if (stays) continue;
+            keys_[i] = keys_[j];
+            vals_[i] = vals_[j];
+            i = j;
+        }
+        keys_[i] = kEmpty;
+    }
+
+  private:
+    [[nodiscard]] std::size_t home(std::uint32_t k) const noexcept {
+        return static_cast<std::size_t>((k * 0x9E3779B1u) >> 7) & mask_;
+    }
+    std::vector<std::uint32_t> keys_, vals_;
+    std::size_t mask_ = 0;
 };
 
 struct Stream {
@@ -169,6 +247,10 @@ struct Forwarder::Impl {
     std::vector<Pending> pend;
     std::vector<std::uint32_t> free_slots;
     std::size_t n_pending = 0;
+    std::vector<UdpSock> socks;
+    IdMap ids{1};
+    std::array<std::uint16_t, 256> rand_buf{};
+    std::size_t rand_left = 0;
     std::vector<std::vector<std::byte>> tcp_bufs;
     std::vector<int> free_tcp;
     std::vector<Stream> streams;
@@ -295,8 +377,6 @@ struct Forwarder::Impl {
         p.query_len = msg.size();
         std::memcpy(p.key.data(), key.data(), key_len);
         p.key_len = key_len;
-        // RFC 5452 §9.2: an unpredictable ID (arc4random: a CSPRNG in glibc >= 2.36 and BSDs).
-        store_be16(p.query.data(), static_cast<std::uint16_t>(::arc4random() & 0xffff));
         const std::int64_t now = now_ms();
         p.deadline = now + cfg.timeout.count();
         choose_order(p, now);
@@ -391,24 +471,13 @@ struct Forwarder::Impl {
             t.up_gen = up_gen;
             t.timed_out = false;
             t.sent_ms = now;
-            const Upstream& u = ups[ui].up;
-            int fd = ::socket(u.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-            t.fd.reset(fd);
-            boost::system::error_code ec;
-            if (fd < 0 ||
-                ::connect(fd, reinterpret_cast<const sockaddr*>(&u.addr), u.addr_len) != 0 ||
-                ::send(fd, p.query.data(), p.query_len, MSG_NOSIGNAL) !=
-                    static_cast<ssize_t>(p.query_len) ||
-                !t.w->assign(fd, ec)) {
-                SLW_WARN_RATELIMITED("dns: cannot query upstream {}: {}", u.text,
-                                     ec ? ec.message() : std::strerror(errno));
+            const int si = acquire_sock(ui);
+            if (si < 0 || !send_on(idx, k, si)) {
                 fail_try(p, k, now);
                 continue;
             }
-            t.st = TrySt::udp;
             ctr.upstream_queries.inc();
             p.next_hedge = now + hedge_ms(ups[ui]);
-            wait_try(idx, k, false);
             return;
         }
     }
@@ -424,6 +493,13 @@ struct Forwarder::Impl {
     }
 
     void close_try(Try& t) noexcept {
+        if (t.sock >= 0) {
+            ids.erase(IdMap::key(t.sock, t.id));
+            UdpSock& us = socks[static_cast<std::size_t>(t.sock)];
+            --us.inflight;
+            if (us.retiring && us.inflight == 0) close_sock(us);
+            t.sock = -1;
+        }
         if (t.w->watching()) t.w->release();
         t.fd.reset();
         if (t.tcp_buf >= 0) {
@@ -485,9 +561,6 @@ struct Forwarder::Impl {
         Pending& p = pend[idx];
         if (!p.used || p.serial != serial || !p.tries[k].live()) return;
         switch (p.tries[k].st) {
-            case TrySt::udp:
-                on_udp_readable(idx, k);
-                break;
             case TrySt::tcp_connect:
             case TrySt::tcp_write:
                 on_tcp_writable(idx, k);
@@ -503,63 +576,210 @@ struct Forwarder::Impl {
 
     // Checks an upstream answer against the pending query: QR, ID, question (RFC 5452 §9.1).
     // Returns the parsed answer, or nullopt (counted).
-    std::optional<MessageView> match(const Pending& p, ByteView ans) noexcept {
+    std::optional<MessageView> match(const Pending& p, std::uint16_t id, ByteView ans) noexcept {
         const auto a = MessageView::parse(ans);
         const auto q = MessageView::parse(ByteView(p.query).first(p.query_len));
-        if (!a || !q || !a->header().qr || a->id() != q->id()) return std::nullopt;
+        if (!a || !q || !a->header().qr || a->id() != id) return std::nullopt;
         const auto aq = a->question(), qq = q->question();
         if (!aq || !qq || !aq->equals(*qq)) return std::nullopt;
         return *a;
     }
 
-    void on_udp_readable(std::uint32_t idx, std::size_t k) noexcept {
+    // ---- shared upstream sockets ---------------------------------------------------------
+
+    // RFC 5452 §9.2: unpredictable IDs. arc4random is a CSPRNG (glibc >= 2.36, the BSDs);
+    // drawing 256 at a time keeps it off the per-query path's system calls.
+    std::uint16_t random16() noexcept {
+        if (rand_left == 0) {
+            ::arc4random_buf(rand_buf.data(), sizeof rand_buf);
+            rand_left = rand_buf.size();
+        }
+        return rand_buf[--rand_left];
+    }
+
+    // A socket for a query to upstream `ui`: one of its open sockets at random, or a new one
+    // (a new random source port) while it has fewer than kSocksPerUpstream. -1 when none can be
+    // had (logged).
+    int acquire_sock(std::uint8_t ui) noexcept {
+        std::array<int, kSocksPerUpstream> mine{};
+        std::size_t n = 0;
+        int free_slot = -1;
+        for (std::size_t i = 0; i < socks.size(); ++i) {
+            const UdpSock& us = socks[i];
+            if (!us.open()) {
+                if (free_slot < 0) free_slot = static_cast<int>(i);
+            } else if (!us.retiring && us.up == ui && us.gen == up_gen && n < mine.size()) {
+                mine[n++] = static_cast<int>(i);
+            }
+        }
+        if (n < kSocksPerUpstream && free_slot >= 0 && open_sock(free_slot, ui)) return free_slot;
+        if (n == 0) return -1;
+        return mine[random16() % n];
+    }
+
+    bool open_sock(int si, std::uint8_t ui) noexcept {
+        UdpSock& us = socks[static_cast<std::size_t>(si)];
+        const Upstream& u = ups[ui].up;
+        const int fd = ::socket(u.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        us.fd.reset(fd);
+        boost::system::error_code ec;
+        // connect(): the kernel picks a random ephemeral port, and the socket then only takes
+        // datagrams from this upstream's address and port.
+        if (fd < 0 || ::connect(fd, reinterpret_cast<const sockaddr*>(&u.addr), u.addr_len) != 0 ||
+            !us.w->assign(fd, ec)) {
+            SLW_WARN_RATELIMITED("dns: cannot open a socket to upstream {}: {}", u.text,
+                                 ec ? ec.message() : std::strerror(errno));
+            if (us.w->watching()) us.w->release();
+            us.fd.reset();
+            return false;
+        }
+        us.up = ui;
+        us.gen = up_gen;
+        us.uses = 0;
+        us.inflight = 0;
+        us.retiring = false;
+        arm_sock(si);
+        return true;
+    }
+
+    // The upstream list changed: sockets to the old ones take no new queries.
+    void retire_socks() noexcept {
+        for (UdpSock& us : socks) {
+            if (!us.open()) continue;
+            us.retiring = true;
+            if (us.inflight == 0) close_sock(us);
+        }
+    }
+
+    void close_sock(UdpSock& us) noexcept {
+        if (us.w->watching()) us.w->release();
+        us.fd.reset();
+        ++us.serial;
+        us.retiring = false;
+    }
+
+    void arm_sock(int si) {
+        UdpSock& us = socks[static_cast<std::size_t>(si)];
+        us.w->wait_readable([this, si, serial = us.serial](bool ok) {
+            UdpSock& s2 = socks[static_cast<std::size_t>(si)];
+            if (!ok || !s2.open() || s2.serial != serial) return;
+            on_sock_readable(si);
+            sink.flush_dns_replies();
+            if (s2.open() && s2.serial == serial) arm_sock(si);
+        });
+    }
+
+    // Sends pending `idx` as try `k` on socket `si` under an ID no other try on it uses.
+    bool send_on(std::uint32_t idx, std::size_t k, int si) noexcept {
         Pending& p = pend[idx];
         Try& t = p.tries[k];
+        UdpSock& us = socks[static_cast<std::size_t>(si)];
+        std::uint16_t id = random16();
+        for (int guard = 0; ids.find(IdMap::key(si, id)) && guard < 16; ++guard)
+            id = random16();
+        if (ids.find(IdMap::key(si, id))) return false;
+        store_be16(p.query.data(), id);
+        if (::send(us.fd.get(), p.query.data(), p.query_len, MSG_NOSIGNAL) !=
+            static_cast<ssize_t>(p.query_len)) {
+            // Often the ICMP error of an earlier query surfacing here: the upstream refuses.
+            SLW_WARN_RATELIMITED("dns: cannot query upstream {}: {}", ups[us.up].up.text,
+                                 std::strerror(errno));
+            us.retiring = true;
+            if (us.inflight == 0) close_sock(us);
+            return false;
+        }
+        t.sock = si;
+        t.id = id;
+        t.st = TrySt::udp;
+        ids.insert(IdMap::key(si, id), (idx << 2) | static_cast<std::uint32_t>(k));
+        ++us.inflight;
+        if (++us.uses >= kMaxSockUses) us.retiring = true;  // a fresh port for later queries
+        return true;
+    }
+
+    void on_sock_readable(int si) noexcept {
         const std::int64_t now = now_ms();
-        for (int i = 0; i < 8; ++i) {
-            const ssize_t n = ::recv(t.fd.get(), scratch.data(), scratch.size(), 0);
+        const std::uint32_t serial = socks[static_cast<std::size_t>(si)].serial;
+        for (int i = 0; i < 32; ++i) {
+            UdpSock& us = socks[static_cast<std::size_t>(si)];
+            if (!us.open() || us.serial != serial) return;  // closed by what we just did
+            const ssize_t n = ::recv(us.fd.get(), scratch.data(), scratch.size(), 0);
             if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
-                // ECONNREFUSED and friends: the ICMP error of a dead resolver (RFC 1122 §4.1.3.3).
-                fail_try(p, k, now);
-                after_failure(idx, now);
+                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+                // ECONNREFUSED and friends: the ICMP error of a dead resolver (RFC 1122
+                // §4.1.3.3). A connected socket reports it once, not per query: every try
+                // waiting on this socket gives up on this upstream.
+                us.retiring = true;
+                fail_all_on(si, now);
                 return;
             }
             const ByteView ans = ByteView(scratch).first(static_cast<std::size_t>(n));
             const auto h = Header::parse(ans);
-            if (!h || !h->qr || h->id != load_be16(p.query.data())) {
-                ctr.upstream_errors.inc();  // stray or spoofed: keep waiting for the real one
+            const auto v = h && h->qr ? ids.find(IdMap::key(si, h->id)) : std::nullopt;
+            if (!v) {
+                ctr.upstream_errors.inc();  // stray, late or spoofed: keep waiting
                 continue;
             }
-            if (h->tc) {
-                if (start_tcp(idx, k, now)) return;
-                // No TCP buffer free: the guest is told to retry over TCP itself.
-                ctr.truncated.inc();
-                store_be16(p.query.data(), p.client_id);
-                if (const auto q = MessageView::parse(ByteView(p.query).first(p.query_len)); q) {
-                    ResponseRepr r = ResponseRepr::reply_to(*q, h->rcode);
-                    r.header.tc = true;
-                    emit_and_send(p.client, r);
-                }
-                release(idx);
-                return;
+            on_udp_answer(*v >> 2, *v & 3, *h, MutByteView(scratch).first(ans.size()), now);
+        }
+    }
+
+    void fail_all_on(int si, std::int64_t now) noexcept {
+        // Collect first: failing a try can close this socket and reopen its slot for another
+        // upstream within the same call (after_failure asks the next one), and that new try
+        // must not be failed with the old socket's error.
+        std::array<std::uint32_t, kMaxSockUses> victims{};
+        std::size_t n = 0;
+        for (std::uint32_t idx = 0; idx < pend.size() && n < victims.size(); ++idx) {
+            const Pending& p = pend[idx];
+            if (!p.used) continue;
+            for (std::size_t k = 0; k < p.tries.size() && n < victims.size(); ++k)
+                if (p.tries[k].sock == si)
+                    victims[n++] = (idx << 2) | static_cast<std::uint32_t>(k);
+        }
+        const std::uint32_t serial = socks[static_cast<std::size_t>(si)].serial;
+        for (std::size_t v = 0; v < n; ++v) {
+            if (socks[static_cast<std::size_t>(si)].serial != serial) break;  // all gone already
+            const std::uint32_t idx = victims[v] >> 2;
+            const std::size_t k = victims[v] & 3;
+            Pending& p = pend[idx];
+            if (!p.used || p.tries[k].sock != si) continue;
+            fail_try(p, k, now);
+            after_failure(idx, now);
+        }
+        UdpSock& us = socks[static_cast<std::size_t>(si)];
+        if (us.open() && us.serial == serial && us.inflight == 0) close_sock(us);
+    }
+
+    void on_udp_answer(std::uint32_t idx, std::size_t k, const Header& h, MutByteView ans,
+                       std::int64_t now) noexcept {
+        Pending& p = pend[idx];
+        if (h.tc) {
+            if (start_tcp(idx, k, now)) return;
+            // No TCP buffer free: the guest is told to retry over TCP itself.
+            ctr.truncated.inc();
+            store_be16(p.query.data(), p.client_id);
+            if (const auto q = MessageView::parse(ByteView(p.query).first(p.query_len)); q) {
+                ResponseRepr r = ResponseRepr::reply_to(*q, h.rcode);
+                r.header.tc = true;
+                emit_and_send(p.client, r);
             }
-            const auto a = match(p, ans);
-            if (!a) {
-                ctr.upstream_errors.inc();
-                continue;
-            }
-            const Rcode rc = a->rcode();
-            if ((rc == Rcode::servfail || rc == Rcode::refused) && p.next < p.n_order) {
-                // Another upstream may do better (RFC 1035 §7.3 lets a resolver move on).
-                fail_try(p, k, now);
-                after_failure(idx, now);
-                return;
-            }
-            finish(idx, k, MutByteView(scratch).first(static_cast<std::size_t>(n)), now);
+            release(idx);
             return;
         }
-        wait_try(idx, k, false);
+        const auto a = match(p, p.tries[k].id, ans);
+        if (!a) {
+            ctr.upstream_errors.inc();  // right ID, wrong question: keep waiting
+            return;
+        }
+        const Rcode rc = a->rcode();
+        if ((rc == Rcode::servfail || rc == Rcode::refused) && p.next < p.n_order) {
+            // Another upstream may do better (RFC 1035 §7.3 lets a resolver move on).
+            fail_try(p, k, now);
+            after_failure(idx, now);
+            return;
+        }
+        finish(idx, k, ans, now);
     }
 
     void finish(std::uint32_t idx, std::size_t k, MutByteView ans, std::int64_t now) noexcept {
@@ -610,6 +830,7 @@ struct Forwarder::Impl {
         }
         t.tcp_buf = free_tcp.back();
         free_tcp.pop_back();
+        store_be16(p.query.data(), t.id);  // the ID the TCP answer must carry
         t.st = TrySt::tcp_connect;
         t.io = 0;
         t.sent_ms = now;
@@ -681,7 +902,7 @@ struct Forwarder::Impl {
             t.io += static_cast<std::size_t>(n);
         }
         const MutByteView ans = MutByteView(buf).subspan(2, t.io - 2);
-        if (!match(p, ans)) {
+        if (!match(p, t.id, ans)) {
             fail_try(p, k, now);
             after_failure(idx, now);
             return;
@@ -739,6 +960,7 @@ struct Forwarder::Impl {
             if (!ups.empty()) {
                 ups.clear();
                 ++up_gen;
+                retire_socks();
             }
             return;
         }
@@ -765,6 +987,7 @@ struct Forwarder::Impl {
         for (auto& u : list)
             ups.push_back(UpState{std::move(u)});
         ++up_gen;
+        retire_socks();
         // At start-up the ready line names the source; the list itself is for debugging. A
         // change while running is news.
         if (ups.empty()) {
@@ -896,6 +1119,8 @@ Forwarder::~Forwarder() {
             impl_->close_try(t);
     for (auto& s : impl_->streams)
         impl_->close_stream(s);
+    for (auto& us : impl_->socks)
+        impl_->close_sock(us);
 }
 
 Result<std::unique_ptr<Forwarder>> Forwarder::create(IoContext& io, ForwarderConfig cfg,
@@ -948,6 +1173,10 @@ Result<std::unique_ptr<Forwarder>> Forwarder::create(IoContext& io, ForwarderCon
     m.free_slots.reserve(m.pend.size());
     for (std::size_t i = m.pend.size(); i-- > 0;)
         m.free_slots.push_back(static_cast<std::uint32_t>(i));
+    m.socks = std::vector<UdpSock>(2 * kMaxUpstreams * kSocksPerUpstream);
+    for (auto& us : m.socks)
+        us.w = std::make_unique<FdWatcher>(io);
+    m.ids = IdMap(m.pend.size() * kMaxTries);
     m.tcp_bufs.assign(kTcpBuffers, std::vector<std::byte>(2 + kMaxMsg));
     for (std::size_t i = kTcpBuffers; i-- > 0;)
         m.free_tcp.push_back(static_cast<int>(i));

@@ -16,6 +16,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -133,6 +135,10 @@ class FakeUpstream {
     }
     [[nodiscard]] std::string addr() const { return "127.0.0.1:" + std::to_string(port_); }
     std::atomic<int> udp_queries{0}, tcp_queries{0};
+    [[nodiscard]] std::set<std::uint16_t> source_ports() {
+        const std::lock_guard<std::mutex> lock(mu_);
+        return ports_;
+    }
 
   private:
     void run() {
@@ -151,6 +157,10 @@ class FakeUpstream {
             ::recvfrom(udp_, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &fl);
         if (n <= 0) return;
         ++udp_queries;
+        {
+            const std::lock_guard<std::mutex> lock(mu_);
+            ports_.insert(ntohs(from.sin_port));
+        }
         const ByteView q = ByteView(buf).first(static_cast<std::size_t>(n));
         const std::string name = qname(q);
         auto send = [&](const Bytes& b) {
@@ -183,6 +193,8 @@ class FakeUpstream {
         }
         ::close(c);
     }
+    std::mutex mu_;
+    std::set<std::uint16_t> ports_;
     int udp_ = -1, tcp_ = -1;
     std::uint16_t port_ = 0;
     std::atomic<bool> stop_{false};
@@ -400,6 +412,27 @@ TEST_F(ForwarderTest, RefusingUpstreamGivesServfailAtOnce) {
     EXPECT_EQ(f->counters().servfail.get(), 1U);
 }
 
+TEST_F(ForwarderTest, RefusingUpstreamIsSkippedForTheNextOne) {
+    int s = -1;
+    const std::uint16_t port = bound_udp_port(s);
+    ::close(s);
+    auto c = base();
+    c.upstreams = {*parse_upstream("127.0.0.1:" + std::to_string(port)),
+                   *parse_upstream(up.addr())};
+    c.timeout = 1500ms;
+    c.hedge = 1000ms;  // the refusal, not the hedge, must move the query on
+    auto f = make(std::move(c));
+    for (std::uint16_t id = 40; id < 44; ++id) {
+        sink.replies.clear();
+        const auto t0 = std::chrono::steady_clock::now();
+        f->process_query(query(id, "www" + std::to_string(id) + ".example"), guest());
+        wait_replies(1);
+        ASSERT_EQ(sink.replies.size(), 1U) << id;
+        EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms) << id;
+        EXPECT_EQ(a_records(view(sink.replies[0])), std::vector<std::string>{"10.1.2.3"}) << id;
+    }
+}
+
 TEST_F(ForwarderTest, SilentUpstreamGivesServfailAtTheTimeout) {
     auto f = make(base());
     const auto t0 = std::chrono::steady_clock::now();
@@ -436,6 +469,33 @@ TEST_F(ForwarderTest, SecondUpstreamIsAskedWhenTheFirstIsSlow) {
     EXPECT_LT(took, 1000ms);  // the hedge (60 ms), not the timeout
     EXPECT_EQ(second.udp_queries.load(), 1);
     ::close(hole);
+}
+
+TEST_F(ForwarderTest, ManyQueriesInFlightShareAFewRotatingSockets) {
+    auto f = make(base());
+    constexpr int kQueries = 200;  // fits the fake upstream's default receive buffer at once
+    for (int i = 0; i < kQueries; ++i)
+        f->process_query(
+            query(static_cast<std::uint16_t>(1000 + i), "n" + std::to_string(i) + ".example"),
+            guest(static_cast<std::uint16_t>(20000 + i)));
+    wait_replies(kQueries, 5000ms);
+    ASSERT_EQ(sink.replies.size(), static_cast<std::size_t>(kQueries));
+    std::set<int> seen;
+    for (const Reply& r : sink.replies) {
+        const MessageView m = view(r);
+        const int i = m.id() - 1000;
+        ASSERT_EQ(r.to.port, 20000 + i);  // each answer went to the guest that asked
+        EXPECT_TRUE(m.question()->name.equals("n" + std::to_string(i) + ".example"));
+        EXPECT_EQ(a_records(m), std::vector<std::string>{"10.1.2.3"});
+        seen.insert(i);
+    }
+    EXPECT_EQ(seen.size(), static_cast<std::size_t>(kQueries));
+    // At most 64 queries per socket: at least 4 source ports; sockets are shared, so far fewer
+    // ports than queries.
+    const auto ports = up.source_ports();
+    EXPECT_GE(ports.size(), 4U);
+    EXPECT_LE(ports.size(), 40U);
+    EXPECT_EQ(f->counters().upstream_answers.get(), static_cast<std::uint64_t>(kQueries));
 }
 
 TEST_F(ForwarderTest, SpoofedIdIsIgnored) {
