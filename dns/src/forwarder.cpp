@@ -30,7 +30,7 @@
 // a few 64 KiB buffers reserved at start-up (none free: the guest gets the TC answer and retries
 // itself). Answers larger than the guest can take (its EDNS size, RFC 6891 §6.2.5, and one
 // unfragmented frame) go back truncated, with TC set. If nothing usable arrives by `timeout`
-// (1.8 s), the guest gets SERVFAIL: it hears something within 2 s, never silence.
+// (1.7 s), the guest gets SERVFAIL: it hears something within 2 s, never silence.
 //
 // Answers are cached per RFC 2308 (cache.hpp), EDNS OPT records pass through untouched in both
 // directions, and every record type is forwarded as is. A 50 ms tick drives hedging and timeouts

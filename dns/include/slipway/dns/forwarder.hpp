@@ -65,7 +65,7 @@ struct ForwarderConfig {
     std::function<std::optional<Ipv4Addr>(std::string_view)> host_lookup;
     CacheConfig cache;
     std::size_t max_pending = 1024;           // queries waiting for an upstream
-    std::chrono::milliseconds timeout{1800};  // then SERVFAIL (the guest hears within 2 s)
+    std::chrono::milliseconds timeout{1700};  // then SERVFAIL (the guest hears within 2 s)
     std::chrono::milliseconds hedge{250};     // then the next upstream is asked too
     std::uint16_t max_udp_reply = 1472;       // MTU - IPv4 - UDP: replies are never fragmented
 };
