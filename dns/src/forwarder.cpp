@@ -240,7 +240,6 @@ struct Forwarder::Impl {
 
     std::vector<UpState> ups;
     std::uint32_t up_gen = 1;
-    bool from_resolv = false;
     struct stat resolv_st {};
     bool resolv_seen = false;
 
@@ -1162,7 +1161,6 @@ Result<std::unique_ptr<Forwarder>> Forwarder::create(IoContext& io, ForwarderCon
             m.ups.push_back(UpState{u});
         SLW_DEBUG("dns: upstreams {}", Impl::join(m.upstream_texts()));
     } else {
-        m.from_resolv = true;
         m.load_resolv(true);
         m.arm_resolv_poll();
     }
