@@ -19,25 +19,9 @@ REPS=${1:-3}
 SECS=${2:-5}
 SLIPWAYD=${SLIPWAYD:-$ROOT/build/release/bin/slipwayd}
 
-if [ -z "${SLW_BENCH_SANDBOXED:-}" ]; then
-    [ "$(id -u)" -eq 0 ] || { echo "bench: needs root (namespaces)" >&2; exit 1; }
-    for t in perfdhcp dnsmasq "$SLIPWAYD"; do
-        command -v "$t" >/dev/null || { echo "bench: $t missing (scripts/deps; cmake --build --preset release)" >&2; exit 1; }
-    done
-    SLW_BENCH_SANDBOXED=1 exec unshare --net --mount -- bash "$0" "$@"
-fi
-
-mount --make-rprivate /
-mkdir -p /run/netns
-mount -t tmpfs slw-bench /run/netns
-TMP=$(mktemp -d /tmp/slw-bench-dhcp.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+BENCH_ARGS=("$@")
+. bench/e2e/lib.sh
+bench_sandbox dhcp perfdhcp dnsmasq "$SLIPWAYD"
 
 # cpu_ticks PID: user + system CPU time of a process so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -33,28 +33,11 @@ NUNC=${3:-50000}
 SLIPWAYD=${SLIPWAYD:-$ROOT/build/release/bin/slipwayd}
 BASELINE_ONLY=${BASELINE_ONLY:-}
 
-if [ -z "${SLW_BENCH_SANDBOXED:-}" ]; then
-    [ "$(id -u)" -eq 0 ] || { echo "bench: needs root (namespaces)" >&2; exit 1; }
-    tools=(dnsperf dnsmasq)
-    [ -n "$BASELINE_ONLY" ] || tools+=("$SLIPWAYD")
-    for t in "${tools[@]}"; do
-        command -v "$t" >/dev/null || { echo "bench: $t missing (scripts/deps; cmake --build --preset release)" >&2; exit 1; }
-    done
-    SLW_BENCH_SANDBOXED=1 exec unshare --net --mount -- bash "$0" "$@"
-fi
-
-mount --make-rprivate /
-mkdir -p /run/netns
-mount -t tmpfs slw-bench /run/netns
-TMP=$(mktemp -d /tmp/slw-bench-dns.XXXXXX)
-PIDS=()
-cleanup() {
-    [ -f "$TMP/slipwayd.log" ] && cp "$TMP/slipwayd.log" /tmp/last-bench-dns-slipwayd.log
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+BENCH_ARGS=("$@")
+. bench/e2e/lib.sh
+tools=(dnsperf dnsmasq)
+[ -n "$BASELINE_ONLY" ] || tools+=("$SLIPWAYD")
+bench_sandbox dns "${tools[@]}"
 
 for n in hs cs hd cd; do
     ip netns add "$n"
