@@ -242,6 +242,11 @@ void UserspaceGateway::process_dns(const PacketRef& frame, const wire::ParsedFra
             return;
         }
     }
+    const Ipv4Addr src = f.ipv4->src();
+    if (src.is_multicast() || src.is_broadcast() || src.v == 0) {
+        gw_.drop_malformed.inc();  // no address an answer could go back to
+        return;
+    }
     gw_.dns_handled.inc();
     const dns::GuestEndpoint from{.mac = f.eth.src(),
                                   .vlan = f.eth.vlan(),

@@ -248,6 +248,8 @@ struct Forwarder::Impl {
     std::size_t n_pending = 0;
     std::vector<UdpSock> socks;
     IdMap ids{1};
+    IdMap per_guest{1};  // guest IPv4 address -> its queries pending upstream
+    std::uint32_t guest_share = 1;
     std::array<std::uint16_t, 256> rand_buf{};
     std::size_t rand_left = 0;
     std::vector<std::vector<std::byte>> tcp_bufs;
@@ -357,13 +359,20 @@ struct Forwarder::Impl {
             reply_code(*mv, from, Rcode::servfail);
             return;
         }
-        if (free_slots.empty()) {
+        // One guest may hold at most a quarter of the pending table, so a guest flooding slow
+        // names cannot starve the others (streams are bounded by their session count instead).
+        const bool counted = from.stream == 0 && from.ip.v != IdMap::kEmpty;
+        const std::uint32_t held = counted ? per_guest.find(from.ip.v).value_or(0) : 0;
+        if (free_slots.empty() || held >= guest_share) {
             ctr.drop_busy.inc();
-            SLW_WARN_RATELIMITED("dns: {} queries pending upstream; answering SERVFAIL",
-                                 pend.size());
+            SLW_WARN_RATELIMITED(
+                "dns: {} queries pending upstream ({} from {}); answering "
+                "SERVFAIL",
+                n_pending, held, from.ip.to_string());
             reply_code(*mv, from, Rcode::servfail);
             return;
         }
+        if (counted) per_guest.insert(from.ip.v, held + 1);
         const std::uint32_t idx = free_slots.back();
         free_slots.pop_back();
         ++n_pending;
@@ -539,6 +548,14 @@ struct Forwarder::Impl {
         for (Try& t : p.tries) {
             close_try(t);
             t.st = TrySt::idle;
+        }
+        if (p.client.stream == 0 && p.client.ip.v != IdMap::kEmpty) {
+            const std::uint32_t held = per_guest.find(p.client.ip.v).value_or(1);
+            if (held <= 1) {
+                per_guest.erase(p.client.ip.v);
+            } else {
+                per_guest.insert(p.client.ip.v, held - 1);
+            }
         }
         p.used = false;
         ++p.serial;
@@ -1175,6 +1192,8 @@ Result<std::unique_ptr<Forwarder>> Forwarder::create(IoContext& io, ForwarderCon
     for (auto& us : m.socks)
         us.w = std::make_unique<FdWatcher>(io);
     m.ids = IdMap(m.pend.size() * kMaxTries);
+    m.per_guest = IdMap(m.pend.size());
+    m.guest_share = static_cast<std::uint32_t>(std::max<std::size_t>(16, m.pend.size() / 4));
     m.tcp_bufs.assign(kTcpBuffers, std::vector<std::byte>(2 + kMaxMsg));
     for (std::size_t i = kTcpBuffers; i-- > 0;)
         m.free_tcp.push_back(static_cast<int>(i));

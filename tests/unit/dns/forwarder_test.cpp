@@ -498,6 +498,36 @@ TEST_F(ForwarderTest, ManyQueriesInFlightShareAFewRotatingSockets) {
     EXPECT_EQ(f->counters().upstream_answers.get(), static_cast<std::uint64_t>(kQueries));
 }
 
+TEST_F(ForwarderTest, OneGuestCannotTakeTheWholePendingTable) {
+    auto c = base();
+    c.max_pending = 64;  // a guest's share: 16
+    c.timeout = 1000ms;
+    auto f = make(std::move(c));
+    GuestEndpoint greedy = guest(30000);
+    greedy.ip = Ipv4Addr::from_octets(192, 168, 127, 66);
+    for (int i = 0; i < 20; ++i)
+        f->process_query(query(static_cast<std::uint16_t>(i), "silent" + std::to_string(i) + ".x"),
+                         greedy);
+    // Past its share the greedy guest hears SERVFAIL at once; the others are still served.
+    ASSERT_EQ(sink.replies.size(), 4U);
+    for (const Reply& r : sink.replies)
+        EXPECT_EQ(view(r).rcode(), Rcode::servfail);
+    EXPECT_EQ(f->counters().drop_busy.get(), 4U);
+    f->process_query(query(99, "www.example.com"), guest());
+    wait_replies(5);
+    ASSERT_EQ(sink.replies.size(), 5U);
+    EXPECT_EQ(view(sink.replies[4]).id(), 99);
+    EXPECT_EQ(a_records(view(sink.replies[4])), std::vector<std::string>{"10.1.2.3"});
+    // Once its queries time out, the greedy guest gets its share back.
+    wait_replies(5 + 16, 3000ms);
+    sink.replies.clear();
+    f->process_query(query(100, "www.example.com"), greedy);  // cached now
+    f->process_query(query(101, "other.example"), greedy);
+    wait_replies(2);
+    ASSERT_EQ(sink.replies.size(), 2U);
+    EXPECT_EQ(a_records(view(sink.replies[1])), std::vector<std::string>{"10.1.2.3"});
+}
+
 TEST_F(ForwarderTest, SpoofedIdIsIgnored) {
     auto f = make(base());
     f->process_query(query(15, "spoof.example"), guest());

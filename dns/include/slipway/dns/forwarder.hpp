@@ -83,7 +83,7 @@ struct ForwarderCounters {
     Counter servfail;           // SERVFAIL sent because no upstream answered
     Counter formerr;            // FORMERR/NOTIMP sent (malformed, no question, other opcodes)
     Counter drop_malformed;     // did not parse; FORMERR sent when the header reads as a query
-    Counter drop_busy;          // the pending table was full: SERVFAIL sent
+    Counter drop_busy;          // pending table, or the guest's quarter of it, full: SERVFAIL
     Counter latency_us_total;   // sum of upstream answer latencies
     Counter latency_samples;    // how many went into latency_us_total
     Counter streams;            // stream sessions accepted by serve_stream()
