@@ -1,0 +1,238 @@
+// FlowTable: see flow_table.hpp for the theory of operation.
+#include "slipway/nat/flow_table.hpp"
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <vector>
+
+namespace slipway::nat {
+
+namespace {
+
+// One index slot: the whole key, its hash and the id, in 32 bytes, so a hit at home reads one
+// cache line (the vector's storage is 64-byte aligned through the over-aligned type).
+struct alignas(32) Slot {
+    std::uint32_t guest_ip = 0;
+    std::uint32_t remote_ip = 0;
+    std::uint16_t guest_port = 0;
+    std::uint16_t remote_port = 0;
+    std::uint8_t proto = 0;
+    std::uint8_t used = 0;
+    std::uint16_t pad = 0;
+    std::uint64_t hash = 0;
+    FlowId id = kNoFlow;
+
+    [[nodiscard]] bool matches(const FlowKey& k, std::uint64_t h) const noexcept {
+        return hash == h && guest_ip == k.guest_ip.v && remote_ip == k.remote_ip.v &&
+               guest_port == k.guest_port && remote_port == k.remote_port &&
+               proto == static_cast<std::uint8_t>(k.proto);
+    }
+};
+static_assert(sizeof(Slot) == 32);
+
+// splitmix64's finaliser over the packed tuple: every input bit reaches every output bit, so the
+// low bits that pick a slot are as good as the high ones.
+std::uint64_t mix(std::uint64_t x) noexcept {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+}  // namespace
+
+std::uint64_t FlowKey::hash() const noexcept {
+    const std::uint64_t a = (std::uint64_t{guest_ip.v} << 32) | remote_ip.v;
+    const std::uint64_t b = (std::uint64_t{guest_port} << 24) | (std::uint64_t{remote_port} << 8) |
+                            static_cast<std::uint8_t>(proto);
+    return mix(a ^ mix(b + 0x9e3779b97f4a7c15ULL));
+}
+
+struct FlowTable::Impl {
+    std::vector<Slot> slots;  // the index, a power of two >= 2 * capacity
+    std::size_t mask = 0;
+    std::vector<FlowKey> keys;           // by id
+    std::vector<std::uint32_t> slot_of;  // by id: where its index slot is (kept on shifts)
+    std::vector<int> fd_of;              // by id: bound host fd, -1 when none
+    std::vector<FlowId> by_fd;           // by fd
+    std::vector<FlowId> free_ids;
+    std::vector<FlowId> cache;  // direct-mapped, by hash
+    std::size_t cache_mask = 0;
+    std::uint32_t size = 0;
+    std::uint32_t capacity = 0;
+    FlowTableCounters counters;
+
+    [[nodiscard]] std::size_t home(std::uint64_t h) const noexcept {
+        return static_cast<std::size_t>(h) & mask;
+    }
+    [[nodiscard]] std::size_t cache_index(std::uint64_t h) const noexcept {
+        return static_cast<std::size_t>(h >> 40) & cache_mask;
+    }
+
+    [[nodiscard]] FlowId probe(const FlowKey& k, std::uint64_t h) const noexcept {
+        for (std::size_t i = home(h);; i = (i + 1) & mask) {
+            const Slot& s = slots[i];
+            if (s.used == 0) return kNoFlow;
+            if (s.matches(k, h)) return s.id;
+        }
+    }
+
+    FlowId find(const FlowKey& k, std::uint64_t h) noexcept {
+        FlowId& c = cache[cache_index(h)];
+        if (c != kNoFlow && keys[c] == k) return c;
+        const FlowId id = probe(k, h);
+        if (id != kNoFlow) c = id;
+        return id;
+    }
+
+    void place(std::size_t i, const FlowKey& k, std::uint64_t h, FlowId id) noexcept {
+        Slot& s = slots[i];
+        s.guest_ip = k.guest_ip.v;
+        s.remote_ip = k.remote_ip.v;
+        s.guest_port = k.guest_port;
+        s.remote_port = k.remote_port;
+        s.proto = static_cast<std::uint8_t>(k.proto);
+        s.used = 1;
+        s.hash = h;
+        s.id = id;
+        slot_of[id] = static_cast<std::uint32_t>(i);
+    }
+
+    // Removes index slot i and shifts the rest of its probe run back over the hole (Knuth's
+    // algorithm R for linear probing): an entry moves unless its home lies cyclically in
+    // (hole, its position].
+    void remove_slot(std::size_t i) noexcept {
+        for (std::size_t j = (i + 1) & mask;; j = (j + 1) & mask) {
+            const Slot& s = slots[j];
+            if (s.used == 0) break;
+            const std::size_t h = home(s.hash);
+            const bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+            if (stays) continue;
+            slots[i] = s;
+            slot_of[s.id] = static_cast<std::uint32_t>(i);
+            i = j;
+        }
+        slots[i] = Slot{};
+    }
+};
+
+FlowTable::FlowTable(const FlowTableConfig& cfg) : impl_(std::make_unique<Impl>()) {
+    Impl& m = *impl_;
+    m.capacity = std::max<std::uint32_t>(cfg.capacity, 1);
+    const std::size_t n_slots = std::bit_ceil(std::size_t{m.capacity} * 2);
+    m.slots.assign(n_slots, Slot{});
+    m.mask = n_slots - 1;
+    m.keys.assign(m.capacity, FlowKey{});
+    m.slot_of.assign(m.capacity, 0);
+    m.fd_of.assign(m.capacity, -1);
+    m.by_fd.assign(cfg.max_fd, kNoFlow);
+    m.free_ids.resize(m.capacity);
+    // Lowest ids first: the engine's per-flow arrays stay dense while few flows are open.
+    for (std::uint32_t i = 0; i < m.capacity; ++i)
+        m.free_ids[i] = m.capacity - 1 - i;
+    const std::size_t n_cache = std::bit_ceil(std::max<std::size_t>(cfg.cache_slots, 1));
+    m.cache.assign(n_cache, kNoFlow);
+    m.cache_mask = n_cache - 1;
+}
+
+FlowTable::~FlowTable() = default;
+
+FlowId FlowTable::find(const FlowKey& key) noexcept {
+    return impl_->find(key, key.hash());
+}
+
+void FlowTable::find_burst(std::span<const FlowKey> keys, std::span<FlowId> out) noexcept {
+    Impl& m = *impl_;
+    constexpr std::size_t kChunk = 32;
+    const std::size_t n = std::min(keys.size(), out.size());
+    std::array<std::uint64_t, kChunk> hashes{};
+    for (std::size_t base = 0; base < n; base += kChunk) {
+        const std::size_t c = std::min(kChunk, n - base);
+        // First pass: hash everything and start every home slot's cache line on its way.
+        for (std::size_t i = 0; i < c; ++i) {
+            hashes[i] = keys[base + i].hash();
+            __builtin_prefetch(&m.slots[m.home(hashes[i])]);
+        }
+        // Second pass: probe; the lines are (mostly) there by now.
+        for (std::size_t i = 0; i < c; ++i)
+            out[base + i] = m.probe(keys[base + i], hashes[i]);
+    }
+}
+
+Result<FlowId> FlowTable::insert(const FlowKey& key) noexcept {
+    Impl& m = *impl_;
+    const std::uint64_t h = key.hash();
+    std::size_t i = m.home(h);
+    for (; m.slots[i].used != 0; i = (i + 1) & m.mask)
+        if (m.slots[i].matches(key, h)) return fail(Errc::invalid_argument);
+    if (m.free_ids.empty()) {
+        m.counters.full.inc();
+        return fail(Errc::too_large);
+    }
+    const FlowId id = m.free_ids.back();
+    m.free_ids.pop_back();
+    m.keys[id] = key;
+    m.place(i, key, h, id);
+    ++m.size;
+    m.counters.inserts.inc();
+    return id;
+}
+
+void FlowTable::erase(FlowId id) noexcept {
+    Impl& m = *impl_;
+    if (!in_use(id)) return;
+    const std::uint64_t h = m.slots[m.slot_of[id]].hash;
+    FlowId& c = m.cache[m.cache_index(h)];
+    if (c == id) c = kNoFlow;
+    if (const int fd = m.fd_of[id]; fd >= 0) {
+        m.by_fd[static_cast<std::size_t>(fd)] = kNoFlow;
+        m.fd_of[id] = -1;
+    }
+    m.remove_slot(m.slot_of[id]);
+    m.free_ids.push_back(id);
+    --m.size;
+    m.counters.erases.inc();
+}
+
+bool FlowTable::bind_fd(FlowId id, int fd) noexcept {
+    Impl& m = *impl_;
+    if (!in_use(id) || fd < 0 || static_cast<std::size_t>(fd) >= m.by_fd.size()) return false;
+    if (const int old = m.fd_of[id]; old >= 0) m.by_fd[static_cast<std::size_t>(old)] = kNoFlow;
+    m.by_fd[static_cast<std::size_t>(fd)] = id;
+    m.fd_of[id] = fd;
+    return true;
+}
+
+FlowId FlowTable::by_fd(int fd) const noexcept {
+    const Impl& m = *impl_;
+    if (fd < 0 || static_cast<std::size_t>(fd) >= m.by_fd.size()) return kNoFlow;
+    return m.by_fd[static_cast<std::size_t>(fd)];
+}
+
+const FlowKey& FlowTable::key(FlowId id) const noexcept {
+    return impl_->keys[id];
+}
+
+bool FlowTable::in_use(FlowId id) const noexcept {
+    const Impl& m = *impl_;
+    if (id >= m.capacity) return false;
+    const Slot& s = m.slots[m.slot_of[id]];
+    return s.used != 0 && s.id == id;
+}
+
+std::uint32_t FlowTable::size() const noexcept {
+    return impl_->size;
+}
+
+std::uint32_t FlowTable::capacity() const noexcept {
+    return impl_->capacity;
+}
+
+const FlowTableCounters& FlowTable::counters() const noexcept {
+    return impl_->counters;
+}
+
+}  // namespace slipway::nat

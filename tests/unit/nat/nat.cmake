@@ -1,0 +1,4 @@
+# Unit tests for nat/: the flow table (with the allocation guard).
+slipway_unit_test(test_nat_flow_table nat/flow_table_test.cpp support/alloc_guard.cpp
+                  LIBS slipway::nat)
+target_include_directories(test_nat_flow_table PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
