@@ -6,6 +6,10 @@
 #include <bit>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace slipway::nat {
 
 namespace {
@@ -48,18 +52,51 @@ std::uint64_t FlowKey::hash() const noexcept {
     const std::uint64_t a = (std::uint64_t{guest_ip.v} << 32) | remote_ip.v;
     const std::uint64_t b = (std::uint64_t{guest_port} << 24) | (std::uint64_t{remote_port} << 8) |
                             static_cast<std::uint8_t>(proto);
-    return mix(a ^ mix(b + 0x9e3779b97f4a7c15ULL));
+    return mix(a ^ (b * 0x9e3779b97f4a7c15ULL));
 }
 
+namespace {
+
+// A slot's tag: 0 for empty, else the top 7 bits of its hash with the high bit set, so 16 tags
+// (one SSE2 compare) tell which of 16 slots may hold a key and where the probe run ends.
+constexpr std::size_t kGroup = 16;
+std::uint8_t tag_of(std::uint64_t h) noexcept {
+    return static_cast<std::uint8_t>(0x80 | (h >> 57));
+}
+
+// Bit i set when p[i] == t, for the 16 tags at p.
+std::uint32_t match16(const std::uint8_t* p, std::uint8_t t) noexcept {
+#if defined(__SSE2__)
+    const __m128i g = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return static_cast<std::uint32_t>(
+        _mm_movemask_epi8(_mm_cmpeq_epi8(g, _mm_set1_epi8(static_cast<char>(t)))));
+#else
+    std::uint32_t m = 0;
+    for (std::size_t i = 0; i < kGroup; ++i)
+        m |= (p[i] == t ? 1u : 0u) << i;
+    return m;
+#endif
+}
+
+struct CacheEntry {
+    FlowId id = kNoFlow;
+    std::uint32_t hash = 0;  // low half of the key's hash: most misses end here, without a load
+};
+
+}  // namespace
+
 struct FlowTable::Impl {
-    std::vector<Slot> slots;  // the index, a power of two >= 2 * capacity
+    std::vector<Slot> slots;  // the index, a power of two >= 2 * capacity (and >= kGroup)
+    // One tag per slot, then the first kGroup tags again, so a 16-tag load at any slot reads the
+    // probe run across the wrap without a second load.
+    std::vector<std::uint8_t> tags;
     std::size_t mask = 0;
     std::vector<FlowKey> keys;           // by id
     std::vector<std::uint32_t> slot_of;  // by id: where its index slot is (kept on shifts)
     std::vector<int> fd_of;              // by id: bound host fd, -1 when none
     std::vector<FlowId> by_fd;           // by fd
     std::vector<FlowId> free_ids;
-    std::vector<FlowId> cache;  // direct-mapped, by hash
+    std::vector<CacheEntry> cache;  // direct-mapped, by hash
     std::size_t cache_mask = 0;
     std::uint32_t size = 0;
     std::uint32_t capacity = 0;
@@ -72,19 +109,34 @@ struct FlowTable::Impl {
         return static_cast<std::size_t>(h >> 40) & cache_mask;
     }
 
+    void set_tag(std::size_t i, std::uint8_t t) noexcept {
+        tags[i] = t;
+        if (i < kGroup) tags[slots.size() + i] = t;
+    }
+
+    // Linear probing from the home slot, 16 tags at a time: candidates are the tag matches
+    // before the first empty slot, which ends the run.
     [[nodiscard]] FlowId probe(const FlowKey& k, std::uint64_t h) const noexcept {
-        for (std::size_t i = home(h);; i = (i + 1) & mask) {
-            const Slot& s = slots[i];
-            if (s.used == 0) return kNoFlow;
-            if (s.matches(k, h)) return s.id;
+        const std::uint8_t t = tag_of(h);
+        for (std::size_t i = home(h);; i = (i + kGroup) & mask) {
+            const std::uint32_t empty = match16(&tags[i], 0);
+            std::uint32_t cand = match16(&tags[i], t);
+            if (empty != 0) cand &= (empty & (0u - empty)) - 1;  // only before the first empty
+            for (; cand != 0; cand &= cand - 1) {
+                const Slot& s =
+                    slots[(i + static_cast<std::size_t>(std::countr_zero(cand))) & mask];
+                if (s.matches(k, h)) return s.id;
+            }
+            if (empty != 0) return kNoFlow;
         }
     }
 
     FlowId find(const FlowKey& k, std::uint64_t h) noexcept {
-        FlowId& c = cache[cache_index(h)];
-        if (c != kNoFlow && keys[c] == k) return c;
+        CacheEntry& c = cache[cache_index(h)];
+        if (c.id != kNoFlow && c.hash == static_cast<std::uint32_t>(h) && keys[c.id] == k)
+            return c.id;
         const FlowId id = probe(k, h);
-        if (id != kNoFlow) c = id;
+        if (id != kNoFlow) c = CacheEntry{id, static_cast<std::uint32_t>(h)};
         return id;
     }
 
@@ -98,6 +150,7 @@ struct FlowTable::Impl {
         s.used = 1;
         s.hash = h;
         s.id = id;
+        set_tag(i, tag_of(h));
         slot_of[id] = static_cast<std::uint32_t>(i);
     }
 
@@ -112,18 +165,21 @@ struct FlowTable::Impl {
             const bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
             if (stays) continue;
             slots[i] = s;
+            set_tag(i, tags[j]);
             slot_of[s.id] = static_cast<std::uint32_t>(i);
             i = j;
         }
         slots[i] = Slot{};
+        set_tag(i, 0);
     }
 };
 
 FlowTable::FlowTable(const FlowTableConfig& cfg) : impl_(std::make_unique<Impl>()) {
     Impl& m = *impl_;
     m.capacity = std::max<std::uint32_t>(cfg.capacity, 1);
-    const std::size_t n_slots = std::bit_ceil(std::size_t{m.capacity} * 2);
+    const std::size_t n_slots = std::max(kGroup, std::bit_ceil(std::size_t{m.capacity} * 2));
     m.slots.assign(n_slots, Slot{});
+    m.tags.assign(n_slots + kGroup, 0);
     m.mask = n_slots - 1;
     m.keys.assign(m.capacity, FlowKey{});
     m.slot_of.assign(m.capacity, 0);
@@ -134,7 +190,7 @@ FlowTable::FlowTable(const FlowTableConfig& cfg) : impl_(std::make_unique<Impl>(
     for (std::uint32_t i = 0; i < m.capacity; ++i)
         m.free_ids[i] = m.capacity - 1 - i;
     const std::size_t n_cache = std::bit_ceil(std::max<std::size_t>(cfg.cache_slots, 1));
-    m.cache.assign(n_cache, kNoFlow);
+    m.cache.assign(n_cache, CacheEntry{});
     m.cache_mask = n_cache - 1;
 }
 
@@ -149,16 +205,44 @@ void FlowTable::find_burst(std::span<const FlowKey> keys, std::span<FlowId> out)
     constexpr std::size_t kChunk = 32;
     const std::size_t n = std::min(keys.size(), out.size());
     std::array<std::uint64_t, kChunk> hashes{};
+    std::array<std::uint32_t, kChunk> cand{};
     for (std::size_t base = 0; base < n; base += kChunk) {
         const std::size_t c = std::min(kChunk, n - base);
-        // First pass: hash everything and start every home slot's cache line on its way.
+        // Pass 1: hash everything and start every home tag line on its way.
         for (std::size_t i = 0; i < c; ++i) {
             hashes[i] = keys[base + i].hash();
-            __builtin_prefetch(&m.slots[m.home(hashes[i])]);
+            __builtin_prefetch(&m.tags[m.home(hashes[i])]);
         }
-        // Second pass: probe; the lines are (mostly) there by now.
-        for (std::size_t i = 0; i < c; ++i)
-            out[base + i] = m.probe(keys[base + i], hashes[i]);
+        // Pass 2: match the tags (lines mostly there by now); start the first candidate slot of
+        // each on its way. A miss usually ends here, having read one line.
+        for (std::size_t i = 0; i < c; ++i) {
+            const std::size_t h = m.home(hashes[i]);
+            const std::uint32_t empty = match16(&m.tags[h], 0);
+            std::uint32_t found = match16(&m.tags[h], tag_of(hashes[i]));
+            if (empty != 0) found &= (empty & (0u - empty)) - 1;
+            cand[i] = found;
+            if (found != 0)
+                __builtin_prefetch(
+                    &m.slots[(h + static_cast<std::size_t>(std::countr_zero(found))) & m.mask]);
+        }
+        // Pass 3: compare keys. Runs longer than one tag group (rare at load <= 1/2) and tag
+        // collisions take the ordinary probe.
+        for (std::size_t i = 0; i < c; ++i) {
+            const std::size_t h = m.home(hashes[i]);
+            const bool run_ends = match16(&m.tags[h], 0) != 0;
+            FlowId id = kNoFlow;
+            bool decided = run_ends;
+            for (std::uint32_t f = cand[i]; f != 0; f &= f - 1) {
+                const Slot& s =
+                    m.slots[(h + static_cast<std::size_t>(std::countr_zero(f))) & m.mask];
+                if (s.matches(keys[base + i], hashes[i])) {
+                    id = s.id;
+                    decided = true;
+                    break;
+                }
+            }
+            out[base + i] = decided ? id : m.probe(keys[base + i], hashes[i]);
+        }
     }
 }
 
@@ -185,8 +269,8 @@ void FlowTable::erase(FlowId id) noexcept {
     Impl& m = *impl_;
     if (!in_use(id)) return;
     const std::uint64_t h = m.slots[m.slot_of[id]].hash;
-    FlowId& c = m.cache[m.cache_index(h)];
-    if (c == id) c = kNoFlow;
+    CacheEntry& c = m.cache[m.cache_index(h)];
+    if (c.id == id) c = CacheEntry{};
     if (const int fd = m.fd_of[id]; fd >= 0) {
         m.by_fd[static_cast<std::size_t>(fd)] = kNoFlow;
         m.fd_of[id] = -1;

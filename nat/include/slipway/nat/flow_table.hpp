@@ -8,16 +8,19 @@
 //   - a frame from a guest: which flow is this 5-tuple? -> find() / find_burst();
 //   - a readable host socket: which flow owns this fd? -> by_fd() (a flat array indexed by fd,
 //     sized by RLIMIT_NOFILE at start-up, so one load).
-// The key index is open addressing with linear probing over 32-byte slots that hold the whole
-// key, its hash and the id, so a lookup touches one cache line when it hits at home (load factor
-// at most 1/2: capacity is rounded so the index has at least twice as many slots as flows).
-// Erasure shifts later entries of the probe run back (no tombstones), so lookups never slow down
-// as flows come and go. In front sits a small direct-mapped cache of recently found ids, indexed
-// by hash, which makes the common case (the next frame of the same flow) a single compare.
-// find_burst() hashes a whole burst first and prefetches every home slot before probing any, so
-// the cache misses of up to 32 lookups overlap instead of queueing; that is where a hand-written
-// table beats a general-purpose one (bench/micro/bench_flow_table.cpp measures it). A burst
-// skips the direct-mapped cache: its keys are mostly of different flows.
+// The key index is open addressing with linear probing (load factor at most 1/2: the index has at
+// least twice as many slots as flows). Each slot is 32 bytes holding the whole key, its hash and
+// the id; beside the slots, a byte per slot holds a tag (7 bits of the hash, 0 for empty), so a
+// probe compares 16 tags with one SSE2 instruction and touches a slot only when its tag matches:
+// a miss usually reads one cache line of tags, a hit one line of tags and one slot. Erasure
+// shifts later entries of the probe run back (no tombstones), so lookups never slow down as
+// flows come and go. In front of find() sits a small direct-mapped cache of recently found ids
+// (with half their hash, so a cache miss costs no extra load), which makes the common case, the
+// next frame of the same flow, one compare. find_burst() hashes a whole burst first and
+// prefetches every home tag line and slot before probing any, so the cache misses of up to 32
+// lookups overlap instead of queueing; that is where a hand-written table beats a
+// general-purpose one once the table outgrows the CPU caches (bench/micro/bench_flow_table.cpp
+// measures it). A burst skips the direct-mapped cache: its keys are mostly of different flows.
 // Everything is allocated in the constructor; find, insert and erase never allocate, throw or
 // block. One table belongs to one engine thread: nothing here is thread-safe.
 #pragma once
