@@ -8,7 +8,11 @@ ratio, and the target from the foundation issue where there is one.
 import glob
 import json
 import os
+import re
 import sys
+
+# A benchmark's MinTime() shows in its name; rows are matched without it.
+MIN_TIME = re.compile(r"/min_time:[0-9.]+s?")
 
 
 def load(out_dir):
@@ -21,7 +25,7 @@ def load(out_dir):
         for b in data["benchmarks"]:
             if b.get("aggregate_name") != "median":
                 continue
-            med[b["run_name"]] = b
+            med[MIN_TIME.sub("", b["run_name"])] = b
     return med, context
 
 
@@ -77,6 +81,20 @@ def main():
                      f"BM_Malloc_{kind}/{size}", "malloc/free", ">= 3x")
             rate_row(f"pool alloc+free {label} {k}", f"BM_Pool_{kind}/{size}",
                      f"BM_TbbScalable_{kind}/{size}", "tbb scalable_malloc")
+
+    # Flow table: lookups (a burst is one find_burst() for us, 32 find() calls for the baselines)
+    # and inserts into an empty table with room for all, per second.
+    for n, label in (("65536", "64 Ki"), ("1048576", "1 Mi")):
+        for op, what in (("FindHit_Burst32", "hit burst 32"), ("FindMiss_Burst32", "miss burst 32"),
+                         ("FindHit_Single", "hit single"), ("FindMiss_Single", "miss single"),
+                         ("Insert", "insert")):
+            burst = op.endswith("Burst32")
+            finds = " (32 finds)" if burst else ""
+            rate_row(f"flow table {what}, {label} flows", f"BM_FlowTable_{op}/{n}",
+                     f"BM_FlatMap_{op}/{n}", f"boost unordered_flat_map{finds}",
+                     ">= 1.5x" if burst else "")
+            rate_row(f"flow table {what}, {label} flows", f"BM_FlowTable_{op}/{n}",
+                     f"BM_TbbHashMap_{op}/{n}", f"tbb concurrent_hash_map{finds}")
 
     # Checksum: bytes per TSC tick.
     for size in ("40", "64", "1500", "9000", "65535"):
