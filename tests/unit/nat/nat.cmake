@@ -2,3 +2,4 @@
 slipway_unit_test(test_nat_flow_table nat/flow_table_test.cpp support/alloc_guard.cpp
                   LIBS slipway::nat)
 target_include_directories(test_nat_flow_table PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+slipway_unit_test(test_nat_host_socket nat/host_socket_test.cpp LIBS slipway::nat)
