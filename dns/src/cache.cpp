@@ -5,6 +5,8 @@
 #include <bit>
 #include <cstring>
 
+#include "slipway/core/open_addressing.hpp"
+
 namespace slipway::dns {
 
 namespace {
@@ -74,7 +76,7 @@ void Cache::index_erase(std::size_t hole) noexcept {
         i = (i + 1) & mask_;
         if (index_[i].slot == kNoSlot) break;
         const std::size_t home = index_[i].hash & mask_;
-        if (((i - home) & mask_) >= ((i - hole) & mask_)) {
+        if (can_fill_hole(hole, i, home, mask_)) {
             index_[hole] = index_[i];
             hole = i;
         }

@@ -58,6 +58,7 @@
 #include <sstream>
 
 #include "slipway/core/log.hpp"
+#include "slipway/core/open_addressing.hpp"
 #include "slipway/dns/message.hpp"
 
 namespace slipway::dns {
@@ -197,9 +198,7 @@ class IdMap {
         // their home and the hole already.
         for (std::size_t j = (i + 1) & mask_;; j = (j + 1) & mask_) {
             if (keys_[j] == kEmpty) break;
-            const std::size_t h = home(keys_[j]);
-            const bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
-            if (stays) continue;
+            if (!can_fill_hole(i, j, home(keys_[j]), mask_)) continue;
             keys_[i] = keys_[j];
             vals_[i] = vals_[j];
             i = j;

@@ -6,6 +6,8 @@
 #include <bit>
 #include <vector>
 
+#include "slipway/core/open_addressing.hpp"
+
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
@@ -161,9 +163,7 @@ struct FlowTable::Impl {
         for (std::size_t j = (i + 1) & mask;; j = (j + 1) & mask) {
             const Slot& s = slots[j];
             if (s.used == 0) break;
-            const std::size_t h = home(s.hash);
-            const bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
-            if (stays) continue;
+            if (!can_fill_hole(i, j, home(s.hash), mask)) continue;
             slots[i] = s;
             set_tag(i, tags[j]);
             slot_of[s.id] = static_cast<std::uint32_t>(i);

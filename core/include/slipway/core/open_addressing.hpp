@@ -1,0 +1,18 @@
+// The one rule the hand-written linear-probing tables share (the DNS cache index, the DNS
+// forwarder's ID map, the NAT flow table): backward-shift deletion.
+#pragma once
+
+#include <cstddef>
+
+namespace slipway {
+
+// Backward-shift deletion (Knuth, TAOCP vol. 3, §6.4 Algorithm R): after emptying slot `hole`,
+// walk the rest of the probe run; the entry at `pos`, whose home slot is `home`, moves into the
+// hole unless its home lies cyclically in (hole, pos] — then it is still reachable where it is.
+// `mask` is the table size minus one (a power of two). No tombstones are ever needed.
+[[nodiscard]] constexpr bool can_fill_hole(std::size_t hole, std::size_t pos, std::size_t home,
+                                           std::size_t mask) noexcept {
+    return ((pos - home) & mask) >= ((pos - hole) & mask);
+}
+
+}  // namespace slipway
