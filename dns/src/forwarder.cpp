@@ -261,6 +261,15 @@ struct Forwarder::Impl {
     bool tick_armed = false;
     boost::asio::steady_timer resolv_timer;
 
+    // Adds or replaces a local A record; false for a name encode_name() rejects.
+    bool add_record(std::string_view name, Ipv4Addr addr) {
+        std::array<std::byte, kMaxNameLen> wire{};
+        std::string n = lower(name);
+        if (n.empty() || !encode_name(n, wire)) return false;
+        records[std::move(n)] = addr;
+        return true;
+    }
+
     // ---- replies -------------------------------------------------------------------------
 
     void send_to(const GuestEndpoint& to, ByteView msg) noexcept {
@@ -589,15 +598,21 @@ struct Forwarder::Impl {
         sink.flush_dns_replies();
     }
 
+    // An upstream answer and the pending query it answers, both validated. Rewriting their IDs
+    // in place later leaves the views valid (the ID is not part of any structure they checked).
+    struct Matched {
+        MessageView answer, query;
+    };
+
     // Checks an upstream answer against the pending query: QR, ID, question (RFC 5452 §9.1).
-    // Returns the parsed answer, or nullopt (counted).
-    std::optional<MessageView> match(const Pending& p, std::uint16_t id, ByteView ans) noexcept {
+    // nullopt when it does not match (the caller counts it).
+    std::optional<Matched> match(const Pending& p, std::uint16_t id, ByteView ans) noexcept {
         const auto a = MessageView::parse(ans);
         const auto q = MessageView::parse(ByteView(p.query).first(p.query_len));
         if (!a || !q || !a->header().qr || a->id() != id) return std::nullopt;
         const auto aq = a->question(), qq = q->question();
         if (!aq || !qq || !aq->equals(*qq)) return std::nullopt;
-        return *a;
+        return Matched{*a, *q};
     }
 
     // ---- shared upstream sockets ---------------------------------------------------------
@@ -782,22 +797,24 @@ struct Forwarder::Impl {
             release(idx);
             return;
         }
-        const auto a = match(p, p.tries[k].id, ans);
-        if (!a) {
+        const auto m = match(p, p.tries[k].id, ans);
+        if (!m) {
             ctr.upstream_errors.inc();  // right ID, wrong question: keep waiting
             return;
         }
-        const Rcode rc = a->rcode();
+        const Rcode rc = m->answer.rcode();
         if ((rc == Rcode::servfail || rc == Rcode::refused) && p.next < p.n_order) {
             // Another upstream may do better (RFC 1035 §7.3 lets a resolver move on).
             fail_try(p, k, now);
             after_failure(idx, now);
             return;
         }
-        finish(idx, k, ans, now);
+        finish(idx, k, ans, *m, now);
     }
 
-    void finish(std::uint32_t idx, std::size_t k, MutByteView ans, std::int64_t now) noexcept {
+    // `ans` holds the bytes `m.answer` views; they go to the guest with its own ID.
+    void finish(std::uint32_t idx, std::size_t k, MutByteView ans, const Matched& m,
+                std::int64_t now) noexcept {
         Pending& p = pend[idx];
         const Try& t = p.tries[k];
         const std::int64_t rtt = std::max<std::int64_t>(0, now - t.sent_ms);
@@ -813,13 +830,9 @@ struct Forwarder::Impl {
         }
         store_be16(ans.data(), p.client_id);
         store_be16(p.query.data(), p.client_id);
-        const auto a = MessageView::parse(ans);
-        const auto q = MessageView::parse(ByteView(p.query).first(p.query_len));
-        if (a && q) {
-            if (cache_on && p.key_len != 0 && !a->header().tc)
-                (void)cache.store(ByteView(p.key).first(p.key_len), *a, now);
-            deliver(p.client, ans, *q, p.limit);
-        }
+        if (cache_on && p.key_len != 0 && !m.answer.header().tc)
+            (void)cache.store(ByteView(p.key).first(p.key_len), m.answer, now);
+        deliver(p.client, ans, m.query, p.limit);
         release(idx);
     }
 
@@ -917,14 +930,15 @@ struct Forwarder::Impl {
             t.io += static_cast<std::size_t>(n);
         }
         const MutByteView ans = MutByteView(buf).subspan(2, t.io - 2);
-        if (!match(p, t.id, ans)) {
+        const auto m = match(p, t.id, ans);
+        if (!m) {
             fail_try(p, k, now);
             after_failure(idx, now);
             return;
         }
         // `ans` lives in the try's TCP buffer, which finish() returns to the free list only
         // after the answer went out.
-        finish(idx, k, ans, now);
+        finish(idx, k, ans, *m, now);
     }
 
     // ---- timers --------------------------------------------------------------------------
@@ -1158,13 +1172,10 @@ Result<std::unique_ptr<Forwarder>> Forwarder::create(IoContext& io, ForwarderCon
     }
     recs.insert(recs.end(), m.cfg.records.begin(), m.cfg.records.end());
     for (const auto& r : recs) {
-        std::array<std::byte, kMaxNameLen> wire{};
-        const std::string n = lower(r.name);
-        if (n.empty() || !encode_name(n, wire)) {
+        if (!m.add_record(r.name, r.addr)) {
             error = "--dns-record: '" + r.name + "' is not a valid domain name";
             return fail(Errc::invalid_argument);
         }
-        m.records[n] = r.addr;
     }
     m.cfg.domain = lower(m.cfg.domain);
 
@@ -1211,10 +1222,7 @@ Result<void> Forwarder::serve_stream(UniqueFd fd) noexcept {
 }
 
 Result<void> Forwarder::add_record(std::string_view name, Ipv4Addr addr) {
-    std::array<std::byte, kMaxNameLen> wire{};
-    const std::string n = lower(name);
-    if (n.empty() || !encode_name(n, wire)) return fail(Errc::invalid_argument);
-    impl_->records[n] = addr;
+    if (!impl_->add_record(name, addr)) return fail(Errc::invalid_argument);
     return {};
 }
 
