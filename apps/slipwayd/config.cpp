@@ -208,6 +208,22 @@ bool read_config_file(const std::string& path, Raw& raw, std::string& err) {
     return true;
 }
 
+// "WHERE: 'VALUE' PROBLEM" into `err`; false, so callers can `return bad_value(...)`.
+bool bad_value(std::string& err, const std::string& where, const std::string& value,
+               const std::string& problem) {
+    err = where + ": '" + value + "' " + problem;
+    return false;
+}
+
+// The whole text as a decimal integer in [lo, hi], else nullopt.
+std::optional<long long> parse_bounded(std::string_view t, long long lo, long long hi) {
+    long long v = 0;
+    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+    if (t.empty() || ec != std::errc{} || end != t.data() + t.size() || v < lo || v > hi)
+        return std::nullopt;
+    return v;
+}
+
 bool valid_domain(std::string_view d) {
     if (d.empty() || d.size() > 253) return false;
     std::size_t label = 0;
@@ -226,10 +242,8 @@ bool valid_domain(std::string_view d) {
 
 // The DHCP flags; what depends on the subnet is Network::create's to check.
 bool dhcp_options(const Raw& cli, DaemonConfig& cfg, std::string& err) {
-    auto bad = [&](const std::string& where, const std::string& text, const std::string& problem) {
-        err = where + ": '" + text + "' " + problem;
-        return false;
-    };
+    auto bad = [&err](const std::string& where, const std::string& text,
+                      const std::string& problem) { return bad_value(err, where, text, problem); };
     if (cli.no_dhcp) cfg.no_dhcp = cli.no_dhcp->value;
     if (cli.dhcp_range) {
         const auto r = dhcp::parse_range(cli.dhcp_range->text);
@@ -249,11 +263,10 @@ bool dhcp_options(const Raw& cli, DaemonConfig& cfg, std::string& err) {
     }
     if (cli.lease_time) {
         const std::string& t = cli.lease_time->text;
-        long long v = 0;
-        const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
-        if (t.empty() || ec != std::errc{} || end != t.data() + t.size() || v < 60 || v > 31536000)
+        const auto v = parse_bounded(t, 60, 31536000);
+        if (!v)
             return bad(cli.lease_time->where, t, "is not a lease time (seconds, 60 to 31536000)");
-        cfg.lease_time_s = static_cast<std::uint32_t>(v);
+        cfg.lease_time_s = static_cast<std::uint32_t>(*v);
     }
     if (cli.domain) {
         if (!valid_domain(cli.domain->text))
@@ -287,9 +300,8 @@ bool dhcp_options(const Raw& cli, DaemonConfig& cfg, std::string& err) {
 }
 
 bool dns_options(const Raw& cli, DaemonConfig& cfg, std::string& err) {
-    auto bad = [&err](const std::string& where, const std::string& value, const char* why) {
-        err = where + ": '" + value + "' " + why;
-        return false;
+    auto bad = [&err](const std::string& where, const std::string& value, const std::string& why) {
+        return bad_value(err, where, value, why);
     };
     if (cli.no_dns) cfg.no_dns = cli.no_dns->value;
     if (cli.dns_upstream) {
@@ -318,20 +330,17 @@ bool dns_options(const Raw& cli, DaemonConfig& cfg, std::string& err) {
         }
         cfg.resolv_conf = cli.resolv_conf->text;
     }
-    auto number = [&](const std::optional<Given>& g, std::size_t lo, std::size_t hi,
-                      std::size_t& out, const char* why) {
+    auto number = [&](const std::optional<Given>& g, long long lo, long long hi, std::size_t& out,
+                      const char* why) {
         if (!g) return true;
-        std::size_t v = 0;
-        const auto& t = g->text;
-        const auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
-        if (ec != std::errc{} || p != t.data() + t.size() || v < lo || v > hi)
-            return bad(g->where, t, why);
-        out = v;
+        const auto v = parse_bounded(g->text, lo, hi);
+        if (!v) return bad(g->where, g->text, why);
+        out = static_cast<std::size_t>(*v);
         return true;
     };
-    if (!number(cli.dns_cache_entries, 0, 1u << 16, cfg.dns_cache_entries,
+    if (!number(cli.dns_cache_entries, 0, 1LL << 16, cfg.dns_cache_entries,
                 "is not an entry count (0 to 65536; 0 turns the cache off)") ||
-        !number(cli.dns_cache_bytes, 4096, std::size_t{1} << 30, cfg.dns_cache_bytes,
+        !number(cli.dns_cache_bytes, 4096, 1LL << 30, cfg.dns_cache_bytes,
                 "is not a byte count (4096 to 1073741824)"))
         return false;
     if (cfg.no_dns && (!cfg.dns_upstreams.empty() || !cfg.dns_records.empty())) {
@@ -384,8 +393,7 @@ bool merge_and_validate(Raw cli, const Raw& file, DaemonConfig& cfg, std::string
     prefer(cli.dns_cache_bytes, file.dns_cache_bytes);
 
     auto bad = [&](const Given& g, const std::string& problem) {
-        err = g.where + ": '" + g.text + "' " + problem;
-        return false;
+        return bad_value(err, g.where, g.text, problem);
     };
 
     if (cli.subnet) {
@@ -406,14 +414,11 @@ bool merge_and_validate(Raw cli, const Raw& file, DaemonConfig& cfg, std::string
         cfg.host_alias = *a;
     }
     if (cli.mtu) {
-        const std::string& t = cli.mtu->text;
-        long long v = 0;
-        const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
-        if (t.empty() || ec != std::errc{} || end != t.data() + t.size() || v < kMinMtu ||
-            v > kMaxMtu)
+        const auto v = parse_bounded(cli.mtu->text, kMinMtu, kMaxMtu);
+        if (!v)
             return bad(*cli.mtu, "is not an MTU (an integer from " + std::to_string(kMinMtu) +
                                      " to " + std::to_string(kMaxMtu) + ")");
-        cfg.mtu = static_cast<std::uint32_t>(v);
+        cfg.mtu = static_cast<std::uint32_t>(*v);
     }
     if (cli.log_level) {
         const auto lv = log::parse_level(cli.log_level->text);
