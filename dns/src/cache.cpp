@@ -23,20 +23,15 @@ Cache::Cache(const CacheConfig& cfg) : cfg_(cfg) {
     arena_.resize(cfg_.max_bytes);
 }
 
-// FNV-1a 64 over the bytes, then the MurmurHash3 finaliser so that the low bits (the bucket)
-// depend on every input byte.
+// FNV-1a 64 over the bytes, then mix64 so that the low bits (the bucket) depend on every input
+// byte.
 std::uint64_t Cache::hash_key(ByteView key) noexcept {
     std::uint64_t h = 0xcbf29ce484222325ull;
     for (const std::byte b : key) {
         h ^= static_cast<std::uint64_t>(b);
         h *= 0x100000001b3ull;
     }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
+    return mix64(h);
 }
 
 // ------------------------------------------------------------------------------------- index

@@ -17,7 +17,7 @@ namespace slipway::nat {
 namespace {
 
 // One index slot: the whole key, its hash and the id, in 32 bytes, so a hit at home reads one
-// cache line (the vector's storage is 64-byte aligned through the over-aligned type).
+// cache line (over-aligned to 32 bytes, a slot never straddles two lines).
 struct alignas(32) Slot {
     std::uint32_t guest_ip = 0;
     std::uint32_t remote_ip = 0;
@@ -37,24 +37,13 @@ struct alignas(32) Slot {
 };
 static_assert(sizeof(Slot) == 32);
 
-// splitmix64's finaliser over the packed tuple: every input bit reaches every output bit, so the
-// low bits that pick a slot are as good as the high ones.
-std::uint64_t mix(std::uint64_t x) noexcept {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
-}
-
 }  // namespace
 
 std::uint64_t FlowKey::hash() const noexcept {
     const std::uint64_t a = (std::uint64_t{guest_ip.v} << 32) | remote_ip.v;
     const std::uint64_t b = (std::uint64_t{guest_port} << 24) | (std::uint64_t{remote_port} << 8) |
                             static_cast<std::uint8_t>(proto);
-    return mix(a ^ (b * 0x9e3779b97f4a7c15ULL));
+    return mix64(a ^ (b * 0x9e3779b97f4a7c15ULL));  // the packed tuple, finalised
 }
 
 namespace {
