@@ -19,40 +19,17 @@
 #include <utility>
 #include <vector>
 
+#include "dns_test_util.hpp"
 #include "support/alloc_guard.hpp"
 
 namespace slipway::dns {
 namespace {
 
-using Bytes = std::vector<std::byte>;
+using namespace testutil;
 
 static_assert(noexcept(std::declval<Cache&>().store(ByteView{}, std::declval<const MessageView&>(),
                                                     0)));
 static_assert(noexcept(std::declval<Cache&>().lookup(ByteView{}, 0, 0, MutByteView{})));
-
-Bytes hex(std::string_view s) {
-    auto nib = [](char c) {
-        return static_cast<unsigned>(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-    };
-    Bytes b;
-    for (std::size_t i = 0; i + 1 < s.size(); i += 2)
-        b.push_back(static_cast<std::byte>((nib(s[i]) << 4) | nib(s[i + 1])));
-    return b;
-}
-
-bool same(ByteView a, ByteView b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
-}
-
-void put16(Bytes& b, std::uint16_t v) {
-    b.push_back(static_cast<std::byte>(v >> 8));
-    b.push_back(static_cast<std::byte>(v & 0xff));
-}
-
-void put32(Bytes& b, std::uint32_t v) {
-    put16(b, static_cast<std::uint16_t>(v >> 16));
-    put16(b, static_cast<std::uint16_t>(v & 0xffff));
-}
 
 Bytes key(std::string_view s) {
     Bytes b;

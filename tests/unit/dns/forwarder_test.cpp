@@ -22,22 +22,14 @@
 #include <thread>
 #include <vector>
 
+#include "dns_test_util.hpp"
 #include "slipway/dns/message.hpp"
 
 namespace slipway::dns {
 namespace {
 
 using namespace std::chrono_literals;
-using Bytes = std::vector<std::byte>;
-
-void put16(Bytes& b, std::uint16_t v) {
-    b.push_back(std::byte(v >> 8));
-    b.push_back(std::byte(v & 0xff));
-}
-void put32(Bytes& b, std::uint32_t v) {
-    put16(b, static_cast<std::uint16_t>(v >> 16));
-    put16(b, static_cast<std::uint16_t>(v & 0xffff));
-}
+using namespace testutil;
 
 Bytes query(std::uint16_t id, std::string_view name, std::uint16_t qtype = rrtype::a,
             bool edns = false, std::uint16_t edns_size = 1232) {

@@ -10,35 +10,23 @@
 #include <type_traits>
 #include <vector>
 
+#include "dns_test_util.hpp"
+
 namespace slipway::dns {
 namespace {
 
-using Bytes = std::vector<std::byte>;
+using namespace testutil;
 
 static_assert(noexcept(MessageView::parse(ByteView{})));
 static_assert(noexcept(Header::parse(ByteView{})));
 static_assert(noexcept(read_name(ByteView{}, 0, MutByteView{})));
 static_assert(std::is_trivially_copyable_v<MessageView> && std::is_trivially_copyable_v<Rr>);
 
-Bytes hex(std::string_view s) {
-    auto nib = [](char c) {
-        return static_cast<unsigned>(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-    };
-    Bytes b;
-    for (std::size_t i = 0; i + 1 < s.size(); i += 2)
-        b.push_back(static_cast<std::byte>((nib(s[i]) << 4) | nib(s[i + 1])));
-    return b;
-}
-
 std::string text(ByteView b) {
     std::string s;
     for (auto c : b)
         s.push_back(static_cast<char>(c));
     return s;
-}
-
-bool same(ByteView a, ByteView b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
 }
 
 // Dotted lowercase form of the name at `off`, or "<error>".
