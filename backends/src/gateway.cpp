@@ -194,20 +194,17 @@ void UserspaceGateway::process_dhcp(const wire::ParsedFrame& f) noexcept {
     }
     // The reply is built in place: headers first, the DHCP message after them, in one buffer of
     // the link's MTU (a DHCP reply never needs more; RFC 2131 §2 guarantees clients 576).
-    constexpr std::size_t kHdrs =
-        wire::kEthernetHeaderLen + wire::kIpv4MinHeaderLen + wire::kUdpHeaderLen;
-    const std::size_t vlan = f.eth.vlan() ? 4 : 0;
-    auto r = pool_.try_alloc(std::size_t{cfg_.mtu} + wire::kEthernetHeaderLen + vlan);
+    const bool vlan = f.eth.vlan().has_value();
+    auto r = pool_.try_alloc(std::size_t{cfg_.mtu} + wire::kEthernetHeaderLen + (vlan ? 4 : 0));
     if (!r) {
         gw_.drop_no_buffer.inc();
         return;
     }
-    const MutByteView buf = r->data();
-    const std::size_t hdrs = kHdrs + vlan;
-    const auto tgt = cfg_.dhcp->process(f.udp->payload(), buf.subspan(hdrs),
-                                        std::chrono::duration_cast<std::chrono::seconds>(
-                                            std::chrono::system_clock::now().time_since_epoch())
-                                            .count());
+    const auto tgt =
+        cfg_.dhcp->process(f.udp->payload(), r->data().subspan(udp_payload_offset(vlan)),
+                           std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count());
     if (!tgt) {
         gw_.dhcp_handled.inc();  // counted by the server (ignored, malformed, no address, ...)
         return;
@@ -250,7 +247,7 @@ void UserspaceGateway::process_dns(const PacketRef& frame, const wire::ParsedFra
     gw_.dns_handled.inc();
     const dns::GuestEndpoint from{.mac = f.eth.src(),
                                   .vlan = f.eth.vlan(),
-                                  .ip = f.ipv4->src(),
+                                  .ip = src,
                                   .port = udp.src_port().v,
                                   .local = f.ipv4->dst(),
                                   .stream = 0};
@@ -258,8 +255,7 @@ void UserspaceGateway::process_dns(const PacketRef& frame, const wire::ParsedFra
 }
 
 void UserspaceGateway::dispatch_dns_reply(const dns::GuestEndpoint& to, ByteView msg) noexcept {
-    const std::size_t off = wire::kEthernetHeaderLen + (to.vlan ? 4 : 0) + wire::kIpv4MinHeaderLen +
-                            wire::kUdpHeaderLen;
+    const std::size_t off = udp_payload_offset(to.vlan.has_value());
     auto r = pool_.try_alloc(off + msg.size());
     if (!r) {
         gw_.drop_no_buffer.inc();

@@ -78,6 +78,12 @@ class UserspaceGateway final : public SwitchPort, public dns::ReplySink {
     void process_icmpv4(const wire::ParsedFrame& f) noexcept;
     void process_dhcp(const wire::ParsedFrame& f) noexcept;
     void process_dns(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;
+    // Where a UDP payload starts in a frame we build: Ethernet (+ 802.1Q), IPv4 without options,
+    // UDP.
+    [[nodiscard]] static constexpr std::size_t udp_payload_offset(bool vlan) noexcept {
+        return wire::kEthernetHeaderLen + (vlan ? 4 : 0) + wire::kIpv4MinHeaderLen +
+               wire::kUdpHeaderLen;
+    }
     // Writes Ethernet, IPv4 and UDP headers in front of the `payload_len` bytes already placed at
     // offset udp_payload_offset(vlan) of `r`, with the UDP checksum; sets the frame length.
     [[nodiscard]] bool emit_udp_headers(PacketRef& r, MacAddr dst_mac,
