@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 
@@ -16,6 +17,7 @@ namespace slipway::nat {
 namespace {
 
 constexpr std::size_t kMaxIov = 64;
+constexpr std::size_t kScratch = 16 * 1024;
 
 ssize_t neg_errno() noexcept {
     return -static_cast<ssize_t>(errno);
@@ -26,7 +28,8 @@ ssize_t neg_errno() noexcept {
 LinuxSockets::LinuxSockets(bool use_peek_off, std::size_t discard_area)
     : peek_off_(use_peek_off),
       discard_(use_peek_off ? nullptr : std::make_unique<std::byte[]>(discard_area)),
-      discard_len_(use_peek_off ? 0 : discard_area) {}
+      discard_len_(use_peek_off ? 0 : discard_area),
+      scratch_(std::make_unique<std::byte[]>(kScratch)) {}
 
 LinuxSockets::~LinuxSockets() = default;
 
@@ -129,7 +132,11 @@ ssize_t LinuxSockets::discard(int fd, std::size_t n) noexcept {
     // MSG_TRUNC on a TCP socket drops the bytes without copying them (tcp(7)).
     std::size_t done = 0;
     while (done < n) {
-        const ssize_t r = ::recv(fd, nullptr, n - done, MSG_TRUNC | MSG_DONTWAIT);
+        ssize_t r = ::recv(fd, nullptr, n - done, MSG_TRUNC | MSG_DONTWAIT);
+        if (r < 0 && errno == EFAULT)
+            // Only TCP drops without copying; other streams (the DNS service's AF_UNIX pair) copy,
+            // and consumed nothing when the copy to nullptr failed.
+            r = ::recv(fd, scratch_.get(), std::min(n - done, kScratch), MSG_DONTWAIT);
         if (r < 0) {
             if (errno == EINTR) continue;
             return done != 0 ? static_cast<ssize_t>(done) : neg_errno();

@@ -64,6 +64,9 @@ class HostSockets {
     virtual void shutdown_write(int fd) noexcept = 0;
     // Closes the socket; `reset`: SO_LINGER {1, 0} first, so the peer sees a RST (guest RST).
     virtual void close(int fd, bool reset) noexcept = 0;
+    // Prepares a connected stream the engine did not open itself (an accepted socket, the DNS
+    // service's stream): non-blocking, and the peek mode of the other sockets.
+    virtual void adopt(int fd) noexcept = 0;
 };
 
 class LinuxSockets final : public HostSockets {
@@ -88,13 +91,14 @@ class LinuxSockets final : public HostSockets {
     void shutdown_write(int fd) noexcept override;
     void close(int fd, bool reset) noexcept override;
 
-    // Prepares a socket the engine did not open itself (an accepted one, for port forwards).
-    void adopt(int fd) noexcept;
+    void adopt(int fd) noexcept override;
 
   private:
     bool peek_off_;
     std::unique_ptr<std::byte[]> discard_;
     std::size_t discard_len_;
+    // Where discard() drops bytes of streams that do not take MSG_TRUNC (AF_UNIX).
+    std::unique_ptr<std::byte[]> scratch_;
 };
 
 }  // namespace slipway::nat
