@@ -1,0 +1,1139 @@
+// TcpEngine: guest TCP flows onto host stream sockets (theory of operation: tcp.hpp; TCP.md).
+#include "slipway/nat/tcp.hpp"
+
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "slipway/core/checksum.hpp"
+#include "slipway/core/virtio/net_hdr.hpp"
+#include "slipway/core/wire/icmpv4.hpp"
+
+namespace slipway::nat {
+
+namespace {
+
+constexpr std::uint32_t kRtoMinMs = 200;  // TCP.md §5: start ~200 ms
+constexpr std::uint32_t kRtoMaxMs = 60000;
+constexpr std::uint32_t kProbeMaxMs = 30000;
+constexpr std::size_t kMaxGather = 64;      // payloads written with one sendmsg()
+constexpr std::size_t kMaxPeekFrames = 32;  // frames filled by one peek
+constexpr std::size_t kAckList = 256;       // flows with an ACK due at end_burst()
+constexpr std::size_t kLinkReserve = 8;     // ring slots kept for ACKs and control frames
+constexpr std::uint16_t kDefaultMss = 536;  // RFC 9293 §3.7.1: no MSS option
+constexpr std::size_t kIpHdr = wire::kIpv4MinHeaderLen;
+constexpr std::size_t kTcpHdr = wire::kTcpMinHeaderLen;
+constexpr std::size_t kGuestCap = 4096;  // distinct guest addresses tracked for per-guest caps
+
+std::size_t l2_len(bool vlan) noexcept {
+    return vlan ? wire::kEthernetMaxHeaderLen : wire::kEthernetHeaderLen;
+}
+
+std::uint32_t mask_of(std::uint8_t prefix) noexcept {
+    return prefix == 0 ? 0 : ~std::uint32_t{0} << (32 - prefix);
+}
+
+}  // namespace
+
+struct TcpEngine::Impl {
+    struct Flow {
+        int fd = -1;
+        TcpState state = TcpState::free;
+        bool syn_acked = false;  // the guest acknowledged our SYN-ACK
+        bool guest_fin = false;  // guest FIN taken: SHUT_WR done, rcv_nxt counts it
+        bool sock_eof = false;   // the socket's stream ended
+        bool fin_sent = false;   // our FIN is in [snd_una, snd_nxt)
+        bool fin_acked = false;  // the guest acknowledged our FIN
+        bool ack_due = false;    // in the ACK list of this burst
+        bool pending = false;    // in the pending list (more to send than the slice allowed)
+        bool in_timers = false;  // in the timer list
+        bool wnd_watch = false;  // a small window was advertised: watching for send space
+        bool rtt_on = false;     // timing the segment that ends at rtt_seq
+        bool ws_ok = false;      // window scaling agreed (both SYNs carried the option)
+        std::uint8_t dupacks = 0;
+        std::uint8_t backoff = 0;
+        std::uint8_t snd_wscale = 0;      // the guest's shift
+        std::uint8_t rcv_wscale = 0;      // ours
+        std::uint16_t mss = kDefaultMss;  // payload per frame to the guest
+        std::uint16_t in_port = 0;
+        std::uint32_t interest = 0;
+        MacAddr guest_mac;
+        std::optional<wire::VlanTag> vlan;
+        TcpSeq guest_isn, rcv_nxt;
+        TcpSeq snd_isn, snd_una, snd_nxt;
+        TcpSeq recover;  // fast retransmit: no second one until snd_una passes this
+        TcpSeq rtt_seq;
+        std::uint32_t snd_wnd = 0;  // the guest's window, in bytes
+        std::uint32_t rcv_wnd = 0;  // the window last advertised to the guest
+        std::uint32_t srtt_us = 0, rttvar_us = 0;
+        std::uint32_t rto_ms = kRtoMinMs;
+        std::uint64_t rtt_start_ms = 0;
+        std::uint64_t rtx_at = 0;    // retransmission / probe / SYN-ACK timer (0: off)
+        std::uint64_t since_ms = 0;  // when the flow entered its state (connect, FIN timeouts)
+        std::uint64_t last_ms = 0;   // last activity either way (idle timeout)
+
+        // Data bytes sent to the guest and not yet acknowledged (the peek offset).
+        [[nodiscard]] std::uint32_t unacked() const noexcept {
+            std::uint32_t n = snd_nxt - snd_una;
+            if (!syn_acked && n != 0) --n;  // our SYN
+            if (fin_sent && !fin_acked && n != 0) --n;
+            return n;
+        }
+    };
+
+    TcpConfig cfg;
+    FlowTable& table;
+    HostSockets& socks;
+    Poller& poller;
+    GuestLink& link;
+    TcpCounters c;
+    std::vector<Flow> flows;
+    std::array<std::uint32_t, 4> state_count{};
+    std::vector<FlowId> pending;  // FIFO of flows cut short (served from pending_head)
+    std::size_t pending_head = 0;
+    std::vector<FlowId> timers;  // flows with a timer armed (swept by on_tick)
+    std::vector<FlowId> ack_list;
+    std::uint64_t now = 0;
+    std::uint64_t last_sweep = 0;
+    std::uint16_t ip_id = 1;
+    // Per-guest flow counts (open addressing on the guest address; entries are never removed:
+    // a guest network has few addresses).
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> guests;
+
+    // The burst's gather: payloads of one flow that continue each other.
+    FlowId g_flow = kNoFlow;
+    std::array<iovec, kMaxGather> g_iov{};
+    std::size_t g_n = 0;
+    std::size_t g_len = 0;
+    bool g_fin = false;
+
+    Impl(const TcpConfig& config, FlowTable& t, HostSockets& s, Poller& p, GuestLink& l)
+        : cfg(config), table(t), socks(s), poller(p), link(l), flows(t.capacity()) {
+        pending.reserve(t.capacity());
+        timers.reserve(t.capacity());
+        ack_list.reserve(kAckList);
+        if (cfg.max_flows_per_guest != 0) guests.assign(kGuestCap, {0, 0});
+        cfg.rcv_wscale = std::min<std::uint8_t>(cfg.rcv_wscale, wire::kTcpMaxWindowScale);
+    }
+
+    // ---- bookkeeping --------------------------------------------------------------------
+
+    void set_state(Flow& f, TcpState s) noexcept {
+        if (f.state != TcpState::free) --state_count[static_cast<std::size_t>(f.state)];
+        if (s != TcpState::free) ++state_count[static_cast<std::size_t>(s)];
+        f.state = s;
+        f.since_ms = now;
+    }
+
+    // Whether a guest may reach `dst`:`port` through a host socket.
+    [[nodiscard]] bool translatable(Ipv4Addr dst, std::uint16_t port) const noexcept {
+        if (cfg.dns_addr && dst == *cfg.dns_addr && port == 53) return bool(cfg.open_dns_stream);
+        if (cfg.host_alias && dst == *cfg.host_alias) return true;
+        if (dst == cfg.gateway || (cfg.dns_addr && dst == *cfg.dns_addr)) return false;
+        if (dst.is_unspecified() || dst.is_broadcast() || dst.is_multicast() || dst.is_loopback())
+            return false;
+        return (dst.v & mask_of(cfg.prefix_len)) != (cfg.subnet.v & mask_of(cfg.prefix_len));
+    }
+
+    std::uint32_t* guest_slot(Ipv4Addr ip, bool create) noexcept {
+        if (guests.empty() || ip.v == 0) return nullptr;
+        std::size_t i = (ip.v * 2654435761u) & (kGuestCap - 1);
+        for (std::size_t n = 0; n < kGuestCap; ++n, i = (i + 1) & (kGuestCap - 1)) {
+            auto& [addr, count] = guests[i];
+            if (addr == ip.v) return &count;
+            if (addr == 0) {
+                if (!create) return nullptr;
+                addr = ip.v;
+                return &count;
+            }
+        }
+        return nullptr;  // table full: no per-guest cap for newcomers
+    }
+
+    void arm_timers(FlowId id, Flow& f) noexcept {
+        if (f.in_timers) return;
+        f.in_timers = true;
+        timers.push_back(id);
+    }
+
+    void set_rtx(FlowId id, Flow& f) noexcept {
+        f.rtx_at = now + (std::uint64_t{f.rto_ms} << std::min<std::uint8_t>(f.backoff, 8));
+        arm_timers(id, f);
+    }
+
+    void make_pending(FlowId id, Flow& f) noexcept {
+        if (f.pending) return;
+        f.pending = true;
+        pending.push_back(id);
+    }
+
+    void set_interest(Flow& f, FlowId id, std::uint32_t interest) noexcept {
+        if (f.interest == interest) return;
+        f.interest = interest;
+        poller.rewatch(f.fd, id, interest);
+    }
+
+    void free_flow(FlowId id, Flow& f, bool reset_socket) noexcept {
+        if (f.fd >= 0) {
+            poller.unwatch(f.fd);
+            socks.close(f.fd, reset_socket);
+        }
+        if (std::uint32_t* n = guest_slot(table.key(id).guest_ip, false); n && *n != 0) --*n;
+        if (g_flow == id) {
+            g_flow = kNoFlow;
+            g_n = g_len = 0;
+            g_fin = false;
+        }
+        set_state(f, TcpState::free);
+        // Lists hold ids lazily: entries of a freed (or reused) flow are skipped by their bits.
+        const bool pend = f.pending, tim = f.in_timers, ack = f.ack_due;
+        f = Flow{};
+        f.pending = pend;
+        f.in_timers = tim;
+        f.ack_due = ack;
+        table.erase(id);
+    }
+
+    // ---- frames -------------------------------------------------------------------------
+
+    struct Dest {
+        MacAddr mac;
+        std::optional<wire::VlanTag> vlan;
+        std::uint16_t port_id = 0;
+        Ipv4Addr src, dst;  // src: the remote as the guest sees it
+        std::uint16_t sport = 0, dport = 0;
+    };
+
+    Dest dest_of(FlowId id, const Flow& f) const noexcept {
+        const FlowKey& k = table.key(id);
+        return {f.guest_mac, f.vlan,        f.in_port,   k.remote_ip,
+                k.guest_ip,  k.remote_port, k.guest_port};
+    }
+
+    // Writes Ethernet, IPv4 and TCP headers in front of the `payload_len` bytes already at
+    // l2 + 20 + tcp.header_len() in `r`, sets the length, checksum and offload fields.
+    bool emit_headers(PacketRef& r, const Dest& d, const wire::TcpRepr& tcp,
+                      std::size_t payload_len, std::uint16_t gso_mss,
+                      const PortCaps& caps) noexcept {
+        const std::size_t l2 = l2_len(d.vlan.has_value());
+        const std::size_t th = tcp.header_len();
+        const std::size_t l4_len = th + payload_len;
+        if (kIpHdr + l4_len > 65535) return false;
+        const MutByteView out = r.room();
+        if (l2 + kIpHdr + l4_len > out.size()) return false;
+        const wire::EthernetRepr eth{
+            .dst = d.mac, .src = cfg.gateway_mac, .vlan = d.vlan, .ethertype = EtherType::ipv4};
+        wire::Ipv4Repr ip;
+        ip.src = d.src;
+        ip.dst = d.dst;
+        ip.protocol = IpProto::tcp;
+        ip.ttl = 64;
+        ip.ident = ip_id++;
+        ip.dont_fragment = true;
+        ip.payload_len = static_cast<std::uint16_t>(l4_len);
+        if (!eth.emit(out) || !ip.emit(out.subspan(l2)) || !tcp.emit(out.subspan(l2 + kIpHdr)))
+            return false;
+        if (!r.set_len(l2 + kIpHdr + l4_len)) return false;
+        std::byte* t = out.data() + l2 + kIpHdr;
+        const std::uint32_t pseudo =
+            pseudo_header_sum_v4(d.src, d.dst, IpProto::tcp, static_cast<std::uint16_t>(l4_len));
+        virtio::NetHdr& vh = r.meta().vnet;
+        vh = virtio::NetHdr{};
+        const bool gso = gso_mss != 0 && payload_len > gso_mss;
+        if (gso || caps.partial_csum) {
+            // virtio 1.2 §5.1.6.2: the field carries the pseudo-header sum; the receiver (or the
+            // switch, for a port that cannot take it) sums the rest.
+            store_be16(t + 16, csum_fold(pseudo));
+            vh.flags = virtio::kNetHdrFNeedsCsum;
+            vh.csum_start = static_cast<std::uint16_t>(l2 + kIpHdr);
+            vh.csum_offset = 16;
+            if (gso) {
+                vh.gso_type = virtio::kGsoTcpV4;
+                vh.gso_size = gso_mss;
+                vh.hdr_len = static_cast<std::uint16_t>(l2 + kIpHdr + th);
+            }
+        } else {
+            store_be16(t + 16, 0);
+            store_be16(t + 16, csum_finish(csum_partial(ByteView{t, l4_len}, pseudo)));
+        }
+        return true;
+    }
+
+    bool send_frame(PacketRef& r) noexcept {
+        if (link.room() == 0) link.flush();
+        if (!link.dispatch(r)) {
+            c.drop_link_full.inc();
+            return false;
+        }
+        return true;
+    }
+
+    // A header-only segment (control or bare ACK).
+    bool send_control(const Dest& d, TcpSeq seq, TcpSeq ack, std::uint8_t flags,
+                      std::uint16_t window, const wire::TcpOptions* opts = nullptr) noexcept {
+        wire::TcpRepr t;
+        t.src_port = L4Port{d.sport};
+        t.dst_port = L4Port{d.dport};
+        t.seq = seq;
+        t.ack = ack;
+        t.flags = flags;
+        t.window = window;
+        if (opts) t.options = *opts;
+        const std::size_t len = l2_len(d.vlan.has_value()) + kIpHdr + t.header_len();
+        auto r = link.pool().try_alloc(len);
+        if (!r) {
+            c.drop_no_buffer.inc();
+            return false;
+        }
+        const PortCaps caps = link.caps_of(d.port_id);
+        if (!emit_headers(*r, d, t, 0, 0, caps)) return false;
+        return send_frame(*r);
+    }
+
+    // The window to advertise: the socket's free send space (TCP.md §4), scaled.
+    std::uint16_t window_field(Flow& f) noexcept {
+        std::size_t space = f.guest_fin || f.fd < 0 ? 0 : socks.send_space(f.fd);
+        const std::size_t max = std::size_t{65535} << f.rcv_wscale;
+        space = std::min(space, max);
+        f.rcv_wnd = static_cast<std::uint32_t>(space);
+        return static_cast<std::uint16_t>(space >> f.rcv_wscale);
+    }
+
+    void send_ack(FlowId id, Flow& f) noexcept {
+        const std::uint16_t w = window_field(f);
+        if (send_control(dest_of(id, f), f.snd_nxt, f.rcv_nxt, wire::tcp_flag::ack, w))
+            c.acks_sent.inc();
+        watch_window(id, f);
+    }
+
+    // A small window was advertised: ask for writability, so space returning becomes a window
+    // update at once rather than at the guest's next probe.
+    void watch_window(FlowId id, Flow& f) noexcept {
+        const bool small = !f.guest_fin && f.rcv_wnd < 4u * f.mss;
+        if (small == f.wnd_watch) return;
+        f.wnd_watch = small;
+        if (small) arm_timers(id, f);
+        std::uint32_t want = f.interest;
+        want = small ? (want | sock_event::out) : (want & ~sock_event::out);
+        set_interest(f, id, want);
+    }
+
+    void queue_ack(FlowId id, Flow& f) noexcept {
+        if (f.ack_due) return;
+        if (ack_list.size() == kAckList) {
+            send_ack(id, f);  // list full: this one goes now
+            return;
+        }
+        f.ack_due = true;
+        ack_list.push_back(id);
+    }
+
+    void send_rst_to_guest(FlowId id, Flow& f) noexcept {
+        (void)send_control(dest_of(id, f), f.snd_nxt, f.rcv_nxt,
+                           wire::tcp_flag::rst | wire::tcp_flag::ack, 0);
+    }
+
+    // RFC 9293 §3.10.7.1: the reset for a segment that belongs to no connection.
+    void send_rst_for(const TcpSegmentIn& s) noexcept {
+        const wire::TcpView& t = s.tcp;
+        Dest d{s.guest_mac, s.vlan,         s.in_port,     s.ip.dst(),
+               s.ip.src(),  t.dst_port().v, t.src_port().v};
+        if (t.is_ack()) {
+            (void)send_control(d, t.ack(), TcpSeq{0}, wire::tcp_flag::rst, 0);
+        } else {
+            const auto len = static_cast<std::uint32_t>(t.payload().size()) +
+                             (t.is_syn() ? 1u : 0u) + (t.is_fin() ? 1u : 0u);
+            (void)send_control(d, TcpSeq{0}, t.seq() + len,
+                               wire::tcp_flag::rst | wire::tcp_flag::ack, 0);
+        }
+    }
+
+    // RFC 792 destination unreachable quoting the guest's SYN (IP header + first 8 bytes of TCP,
+    // enough for the guest to match it to its connection: RFC 1122 §3.2.2.1).
+    void send_unreachable(FlowId id, const Flow& f, std::uint8_t code) noexcept {
+        const FlowKey& k = table.key(id);
+        std::array<std::byte, kIpHdr + 8> quote{};
+        wire::Ipv4Repr q;
+        q.src = k.guest_ip;
+        q.dst = k.remote_ip;
+        q.protocol = IpProto::tcp;
+        q.ttl = 64;
+        q.dont_fragment = true;
+        q.payload_len = static_cast<std::uint16_t>(kTcpHdr);
+        if (!q.emit(quote)) return;
+        store_be16(quote.data() + kIpHdr, k.guest_port);
+        store_be16(quote.data() + kIpHdr + 2, k.remote_port);
+        store_be32(quote.data() + kIpHdr + 4, f.guest_isn.v);
+        const wire::Icmpv4Repr icmp{.type = wire::Icmpv4Type::dest_unreachable,
+                                    .code = code,
+                                    .rest_of_header = 0,
+                                    .payload = ByteView{quote}};
+        const std::size_t l2 = l2_len(f.vlan.has_value());
+        auto r = link.pool().try_alloc(l2 + kIpHdr + icmp.buffer_len());
+        if (!r) {
+            c.drop_no_buffer.inc();
+            return;
+        }
+        const MutByteView out = r->data();
+        const wire::EthernetRepr eth{.dst = f.guest_mac,
+                                     .src = cfg.gateway_mac,
+                                     .vlan = f.vlan,
+                                     .ethertype = EtherType::ipv4};
+        wire::Ipv4Repr ip;
+        ip.src = cfg.gateway;
+        ip.dst = k.guest_ip;
+        ip.protocol = IpProto::icmp;
+        ip.ttl = 64;
+        ip.ident = ip_id++;
+        ip.payload_len = static_cast<std::uint16_t>(icmp.buffer_len());
+        if (!eth.emit(out) || !ip.emit(out.subspan(l2)) || !icmp.emit(out.subspan(l2 + kIpHdr)))
+            return;
+        r->meta().vnet = virtio::NetHdr{};
+        (void)send_frame(*r);
+    }
+
+    void send_synack(FlowId id, Flow& f) noexcept {
+        wire::TcpOptions o;
+        o.mss = static_cast<std::uint16_t>(std::min<std::uint32_t>(cfg.mtu, 65535) - 40);
+        if (f.ws_ok) o.window_scale = f.rcv_wscale;
+        // RFC 7323 §2.2: the window of a SYN segment is never scaled.
+        const std::size_t space = f.fd < 0 ? 0 : socks.send_space(f.fd);
+        f.rcv_wnd = static_cast<std::uint32_t>(std::min<std::size_t>(space, 65535));
+        (void)send_control(dest_of(id, f), f.snd_isn, f.rcv_nxt,
+                           wire::tcp_flag::syn | wire::tcp_flag::ack,
+                           static_cast<std::uint16_t>(f.rcv_wnd), &o);
+        set_rtx(id, f);
+    }
+
+    // ---- opening ------------------------------------------------------------------------
+
+    void open_flow(const TcpSegmentIn& s, const FlowKey& key) noexcept {
+        const wire::TcpView& t = s.tcp;
+        if (!translatable(key.remote_ip, key.remote_port) || key.remote_port == 0 ||
+            key.guest_port == 0) {
+            c.denied.inc();
+            send_rst_for(s);
+            return;
+        }
+        std::uint32_t* per_guest = guest_slot(key.guest_ip, true);
+        if (per_guest && *per_guest >= cfg.max_flows_per_guest) {
+            c.limit_guest.inc();
+            send_rst_for(s);
+            return;
+        }
+        auto ins = table.insert(key);
+        if (!ins) {
+            c.limit_global.inc();
+            send_rst_for(s);
+            return;
+        }
+        const FlowId id = *ins;
+        Flow& f = flows[id];
+        const bool pend = f.pending, tim = f.in_timers;  // list entries that may still name it
+        f = Flow{};
+        f.pending = pend;
+        f.in_timers = tim;
+        set_state(f, TcpState::connecting);
+        if (per_guest) ++*per_guest;
+        f.guest_mac = s.guest_mac;
+        f.vlan = s.vlan;
+        f.in_port = s.in_port;
+        f.guest_isn = t.seq();
+        f.rcv_nxt = t.seq() + 1;
+        const wire::TcpOptions o = t.parse_options();
+        const std::uint32_t mtu_mss = std::min<std::uint32_t>(cfg.mtu, 65535) - 40;
+        f.mss = static_cast<std::uint16_t>(
+            std::clamp<std::uint32_t>(o.mss.value_or(kDefaultMss), 64, mtu_mss));
+        // RFC 7323 §2.2: scaling applies only when both SYNs carry the option.
+        f.ws_ok = o.window_scale.has_value();
+        f.snd_wscale = f.ws_ok ? *o.window_scale : 0;
+        f.rcv_wscale = f.ws_ok ? cfg.rcv_wscale : 0;
+        f.snd_wnd = t.window();              // RFC 7323 §2.2: the SYN's window is never scaled
+        f.snd_isn = TcpSeq{::arc4random()};  // RFC 9293 §3.4.1: unpredictable
+        f.snd_una = f.snd_nxt = f.snd_isn;
+        f.last_ms = now;
+        c.syn_received.inc();
+
+        int fd = -1;
+        if (cfg.dns_addr && key.remote_ip == *cfg.dns_addr && key.remote_port == 53) {
+            fd = cfg.open_dns_stream ? cfg.open_dns_stream() : -EOPNOTSUPP;
+            if (fd >= 0) socks.adopt(fd);
+        } else {
+            sockaddr_in sa{};
+            sa.sin_family = AF_INET;
+            sa.sin_port = htons(key.remote_port);
+            const Ipv4Addr to = (cfg.host_alias && key.remote_ip == *cfg.host_alias)
+                                    ? Ipv4Addr::from_octets(127, 0, 0, 1)
+                                    : key.remote_ip;
+            sa.sin_addr.s_addr = htonl(to.v);
+            fd = socks.open_connect(reinterpret_cast<const sockaddr*>(&sa), sizeof sa);
+        }
+        if (fd < 0) {
+            fail_connect(id, f, -fd);
+            return;
+        }
+        f.fd = fd;
+        if (!table.bind_fd(id, fd) || !poller.watch(fd, id, sock_event::in | sock_event::out)) {
+            fail_connect(id, f, EMFILE);
+            return;
+        }
+        f.interest = sock_event::in | sock_event::out;
+        arm_timers(id, f);
+    }
+
+    // TCP.md §3: refused -> RST; unreachable -> ICMP; anything else -> RST.
+    void fail_connect(FlowId id, Flow& f, int err) noexcept {
+        if (err == ENETUNREACH || err == EHOSTUNREACH) {
+            c.connect_unreachable.inc();
+            send_unreachable(id, f, err == ENETUNREACH ? 0 : 1);
+        } else {
+            if (err == ECONNREFUSED)
+                c.connect_refused.inc();
+            else if (err == ETIMEDOUT)
+                c.connect_timeout.inc();
+            else
+                c.connect_failed.inc();
+            (void)send_control(dest_of(id, f), TcpSeq{0}, f.rcv_nxt,
+                               wire::tcp_flag::rst | wire::tcp_flag::ack, 0);
+        }
+        free_flow(id, f, false);
+    }
+
+    void connected(FlowId id, Flow& f) noexcept {
+        set_state(f, TcpState::established);
+        c.established.inc();
+        f.snd_nxt = f.snd_isn + 1;
+        set_interest(f, id, sock_event::in);
+        send_synack(id, f);
+    }
+
+    // ---- guest -> host --------------------------------------------------------------------
+
+    void flush_gather() noexcept {
+        if (g_flow == kNoFlow) return;
+        const FlowId id = g_flow;
+        Flow& f = flows[id];
+        const std::size_t len = g_len;
+        const bool fin = g_fin;
+        g_flow = kNoFlow;
+        g_len = 0;
+        g_fin = false;
+        const std::size_t n_iov = g_n;
+        g_n = 0;
+        std::size_t took = 0;
+        if (len != 0) {
+            const ssize_t n = socks.write(f.fd, std::span<const iovec>(g_iov.data(), n_iov));
+            if (n < 0) {
+                host_error(id, f);
+                return;
+            }
+            took = static_cast<std::size_t>(n);
+            f.rcv_nxt += static_cast<std::uint32_t>(took);
+            c.bytes_to_host.add(took);
+            if (took < len) c.short_writes.inc();
+        }
+        // TCP.md §6: the FIN is taken once everything before it was written.
+        if (fin && took == len && !f.guest_fin) {
+            socks.shutdown_write(f.fd);
+            f.guest_fin = true;
+            f.rcv_nxt += 1;
+            enter_closing(id, f);
+            if (f.fin_acked) {
+                // Our FIN was acknowledged before: this ACK of theirs is the last segment.
+                send_ack(id, f);
+                c.closed.inc();
+                free_flow(id, f, false);
+                return;
+            }
+        }
+        queue_ack(id, f);
+    }
+
+    void host_error(FlowId id, Flow& f) noexcept {
+        c.reset_by_host.inc();
+        send_rst_to_guest(id, f);
+        free_flow(id, f, true);
+    }
+
+    void enter_closing(FlowId, Flow& f) noexcept {
+        if (f.state == TcpState::established) set_state(f, TcpState::closing);
+    }
+
+    // Data and FIN of an accepted segment (the caller handled SYN, RST and ACK).
+    void process_data(FlowId id, Flow& f, const wire::TcpView& t) noexcept {
+        ByteView payload = t.payload();
+        const bool fin = t.is_fin();
+        if (payload.empty() && !fin) {
+            // A keep-alive probe (one below rcv_nxt) gets a bare ACK (TCP.md §6); a pure ACK
+            // gets nothing.
+            if (t.seq() < f.rcv_nxt) queue_ack(id, f);
+            return;
+        }
+        if (f.guest_fin) {  // everything up to the FIN was taken: a retransmission
+            queue_ack(id, f);
+            return;
+        }
+        // Where this flow's gathered bytes end: the next sequence number the socket will get.
+        const bool gathering = g_flow == id;
+        const TcpSeq expect = f.rcv_nxt + static_cast<std::uint32_t>(gathering ? g_len : 0);
+        TcpSeq seq = t.seq();
+        if (seq > expect) {
+            // RFC 9293 §3.10.7.4: out of order; not kept (the socket is the only buffer), so a
+            // duplicate ACK now lets the guest fast-retransmit the gap.
+            c.out_of_order.inc();
+            if (gathering) flush_gather();
+            send_ack(id, f);
+            return;
+        }
+        const std::uint32_t seg_len = static_cast<std::uint32_t>(payload.size());
+        if (seq + seg_len < expect || (seq + seg_len == expect && !fin)) {
+            queue_ack(id, f);  // entirely old: a retransmission or a keep-alive probe
+            return;
+        }
+        const std::uint32_t trim = expect - seq;  // overlap with what was already taken
+        payload = payload.subspan(std::min<std::size_t>(trim, payload.size()));
+        if (!gathering) {
+            flush_gather();
+            g_flow = id;
+        } else if (g_n == kMaxGather) {
+            flush_gather();
+            g_flow = id;
+        }
+        if (!payload.empty()) {
+            g_iov[g_n++] = iovec{const_cast<std::byte*>(payload.data()), payload.size()};
+            g_len += payload.size();
+        }
+        if (fin) {
+            g_fin = true;
+            flush_gather();
+        }
+    }
+
+    // ---- host -> guest --------------------------------------------------------------------
+
+    void process_ack(FlowId id, Flow& f, const wire::TcpView& t) noexcept {
+        const TcpSeq ack = t.ack();
+        if (!f.syn_acked) {
+            if (ack != f.snd_isn + 1) {
+                c.drop_out_of_window.inc();
+                return;
+            }
+            f.syn_acked = true;
+            f.snd_una = ack;
+            f.rtx_at = 0;
+            f.backoff = 0;
+        }
+        if (ack > f.snd_nxt) {
+            // RFC 9293 §3.10.7.4: an ACK for something not yet sent: ACK and drop.
+            c.drop_out_of_window.inc();
+            queue_ack(id, f);
+            return;
+        }
+        const std::uint32_t new_wnd = std::uint32_t{t.window()} << f.snd_wscale;
+        const bool bare = t.payload().empty() && !t.is_fin();
+        if (ack > f.snd_una) {
+            std::uint32_t acked = ack - f.snd_una;
+            if (f.fin_sent && !f.fin_acked && ack == f.snd_nxt) {
+                f.fin_acked = true;
+                --acked;
+            }
+            if (acked != 0) {
+                const ssize_t d = socks.discard(f.fd, acked);
+                if (d < 0 || static_cast<std::uint32_t>(d) != acked) {
+                    host_error(id, f);
+                    return;
+                }
+            }
+            f.snd_una = ack;
+            f.dupacks = 0;
+            f.backoff = 0;
+            if (f.rtt_on && ack >= f.rtt_seq) {
+                f.rtt_on = false;
+                rtt_sample(f, static_cast<std::uint32_t>((now - f.rtt_start_ms) * 1000));
+            }
+            f.rtx_at = 0;
+            if (f.snd_una != f.snd_nxt) set_rtx(id, f);
+        } else if (ack == f.snd_una && bare && new_wnd == f.snd_wnd && f.snd_una != f.snd_nxt) {
+            // RFC 5681 §2: a duplicate ACK. The third starts a go-back retransmission, once
+            // per window (RFC 6582's recovery point).
+            if (++f.dupacks == 3 && f.snd_una >= f.recover) {
+                f.recover = f.snd_nxt;
+                c.fast_retransmits.inc();
+                go_back(f);
+            }
+        }
+        f.snd_wnd = new_wnd;
+        if (f.fin_acked && f.guest_fin) {
+            c.closed.inc();
+            free_flow(id, f, false);
+            return;
+        }
+        try_send(id, f, cfg.slice_frames);
+    }
+
+    void rtt_sample(Flow& f, std::uint32_t r_us) noexcept {
+        // RFC 6298 §2.2/§2.3.
+        if (f.srtt_us == 0) {
+            f.srtt_us = std::max<std::uint32_t>(r_us, 1);
+            f.rttvar_us = r_us / 2;
+        } else {
+            const std::uint32_t diff = f.srtt_us > r_us ? f.srtt_us - r_us : r_us - f.srtt_us;
+            f.rttvar_us = (3 * f.rttvar_us + diff) / 4;
+            f.srtt_us = (7 * f.srtt_us + r_us) / 8;
+        }
+        const std::uint32_t rto = (f.srtt_us + 4 * f.rttvar_us) / 1000;
+        f.rto_ms = std::clamp(rto, kRtoMinMs, kRtoMaxMs);
+    }
+
+    // TCP.md §5: send everything again from snd_una (the socket still holds it).
+    void go_back(Flow& f) noexcept {
+        f.snd_nxt = f.snd_una;
+        if (f.fin_sent && !f.fin_acked) f.fin_sent = false;
+        f.rtt_on = false;  // Karn: no sample from retransmitted data
+        socks.set_peek_offset(f.fd, 0);
+    }
+
+    // Sends host data (and the FIN) within the guest's window, at most `budget` frames.
+    void try_send(FlowId id, Flow& f, std::uint32_t budget) noexcept {
+        if (f.state == TcpState::free || f.state == TcpState::connecting || !f.syn_acked) return;
+        if (f.fin_sent) return;
+        const Dest d = dest_of(id, f);
+        const PortCaps caps = link.caps_of(f.in_port);
+        const std::size_t l2 = l2_len(d.vlan.has_value());
+        const std::size_t hdr = l2 + kIpHdr + kTcpHdr;
+        std::uint32_t per = f.mss;
+        if (caps.gso) per = static_cast<std::uint32_t>((65535 - kIpHdr - kTcpHdr) / f.mss * f.mss);
+        std::array<PacketRef, kMaxPeekFrames> frames;
+        std::array<iovec, kMaxPeekFrames> iov{};
+        std::array<std::uint32_t, kMaxPeekFrames> lens{};
+        while (budget != 0) {
+            const std::uint32_t unacked = f.unacked();
+            const std::int64_t room_w = static_cast<std::int64_t>(f.snd_wnd) -
+                                        static_cast<std::int64_t>(f.snd_nxt - f.snd_una);
+            std::size_t want = room_w > 0 ? static_cast<std::size_t>(room_w) : 0;
+            const std::size_t max_off = socks.max_peek_offset();
+            want = std::min<std::size_t>(want, unacked < max_off ? max_off - unacked : 0);
+            if (want == 0) {
+                if (f.snd_wnd == 0 && f.rtx_at == 0) set_rtx(id, f);  // zero-window probe
+                // A FIN needs no window: with everything acknowledged, look for the end of the
+                // stream with a one-byte peek (a zero-length one would say 0 either way).
+                if (unacked == 0) probe_eof(id, f);
+                return;
+            }
+            std::size_t link_room = link.room();
+            if (link_room <= kLinkReserve) {
+                link.flush();
+                link_room = link.room();
+            }
+            if (link_room <= kLinkReserve) {
+                make_pending(id, f);
+                return;
+            }
+            std::size_t nf = (want + per - 1) / per;
+            nf = std::min({nf, kMaxPeekFrames, std::size_t{budget}, link_room - kLinkReserve});
+            std::size_t asked = 0;
+            std::size_t got_frames = 0;
+            for (; got_frames < nf && asked < want; ++got_frames) {
+                const std::uint32_t len =
+                    static_cast<std::uint32_t>(std::min<std::size_t>(per, want - asked));
+                auto r = link.pool().try_alloc(hdr + len);
+                if (!r) {
+                    c.drop_no_buffer.inc();
+                    break;
+                }
+                frames[got_frames] = std::move(*r);
+                iov[got_frames] = iovec{frames[got_frames].room().data() + hdr, len};
+                lens[got_frames] = len;
+                asked += len;
+            }
+            if (got_frames == 0) {
+                make_pending(id, f);
+                return;
+            }
+            const ssize_t n =
+                socks.peek(f.fd, unacked, std::span<const iovec>(iov.data(), got_frames));
+            if (n == -EAGAIN) return;
+            if (n < 0) {
+                host_error(id, f);
+                return;
+            }
+            if (n == 0) {
+                // TCP.md §6: end of stream, every byte before it sent: FIN to the guest.
+                f.sock_eof = true;
+                send_fin(id, f);
+                return;
+            }
+            // Stamp the frames that got data; frames beyond go back to the pool unused.
+            std::size_t left = static_cast<std::size_t>(n);
+            std::size_t sent = 0;
+            for (std::size_t i = 0; i < got_frames && left != 0; ++i) {
+                const std::uint32_t plen =
+                    static_cast<std::uint32_t>(std::min<std::size_t>(lens[i], left));
+                wire::TcpRepr t;
+                t.src_port = L4Port{d.sport};
+                t.dst_port = L4Port{d.dport};
+                t.seq = f.snd_nxt + static_cast<std::uint32_t>(sent);
+                t.ack = f.rcv_nxt;
+                t.flags = static_cast<std::uint8_t>(wire::tcp_flag::ack |
+                                                    (plen == left ? wire::tcp_flag::psh : 0));
+                t.window = window_field(f);
+                if (!emit_headers(frames[i], d, t, plen, f.mss, caps) || !send_frame(frames[i]))
+                    break;
+                sent += plen;
+                left -= plen;
+                c.frames_to_guest.inc();
+            }
+            for (std::size_t i = 0; i < got_frames; ++i)
+                frames[i].reset();
+            if (sent != 0) {
+                if (!f.rtt_on && f.backoff == 0) {
+                    f.rtt_on = true;
+                    f.rtt_seq = f.snd_nxt + static_cast<std::uint32_t>(sent);
+                    f.rtt_start_ms = now;
+                }
+                f.snd_nxt += static_cast<std::uint32_t>(sent);
+                c.bytes_to_guest.add(sent);
+                if (f.rtx_at == 0) set_rtx(id, f);
+                f.last_ms = now;
+            }
+            if (sent != static_cast<std::size_t>(n)) {
+                // The link refused a frame: the rest stays in the socket and goes next turn.
+                socks.set_peek_offset(f.fd, f.unacked());
+                make_pending(id, f);
+                return;
+            }
+            budget -= static_cast<std::uint32_t>(std::min<std::size_t>(budget, got_frames));
+            if (static_cast<std::size_t>(n) < asked) return;  // drained: the next edge brings more
+        }
+        make_pending(id, f);
+    }
+
+    void probe_eof(FlowId id, Flow& f) noexcept {
+        std::byte b{};
+        const iovec one{&b, 1};
+        const ssize_t n = socks.peek(f.fd, 0, std::span<const iovec>(&one, 1));
+        if (n == 0) {
+            f.sock_eof = true;
+            send_fin(id, f);
+        } else if (n > 0) {
+            socks.set_peek_offset(f.fd, 0);  // SO_PEEK_OFF moved on by the byte
+        } else if (n != -EAGAIN) {
+            host_error(id, f);
+        }
+    }
+
+    void send_fin(FlowId id, Flow& f) noexcept {
+        const std::uint16_t w = window_field(f);
+        if (!send_control(dest_of(id, f), f.snd_nxt, f.rcv_nxt,
+                          wire::tcp_flag::fin | wire::tcp_flag::ack, w)) {
+            make_pending(id, f);
+            return;
+        }
+        f.fin_sent = true;
+        f.snd_nxt += 1;
+        set_rtx(id, f);
+        set_interest(f, id, f.interest & ~sock_event::in);
+        enter_closing(id, f);
+    }
+
+    // ---- timers ---------------------------------------------------------------------------
+
+    void on_rtx(FlowId id, Flow& f) noexcept {
+        f.rtx_at = 0;
+        if (f.state == TcpState::established && !f.syn_acked) {
+            // Our SYN-ACK was lost: send it again (RFC 9293 §3.8.1).
+            if (f.backoff < 6) {
+                ++f.backoff;
+                c.retransmits.inc();
+                send_synack(id, f);
+            }
+            return;
+        }
+        if (f.snd_una != f.snd_nxt) {
+            ++f.backoff;
+            c.retransmits.inc();
+            go_back(f);
+            try_send(id, f, cfg.slice_frames);
+            if (f.state != TcpState::free && f.rtx_at == 0 && f.snd_una != f.snd_nxt)
+                set_rtx(id, f);
+            return;
+        }
+        if (f.snd_wnd == 0 && !f.fin_sent) {
+            // Zero window: a segment one below snd_nxt makes the guest answer with its window
+            // (RFC 9293 §3.8.6.1).
+            c.window_probes.inc();
+            (void)send_control(dest_of(id, f), f.snd_nxt + 0xffffffffu, f.rcv_nxt,
+                               wire::tcp_flag::ack, window_field(f));
+            if (f.backoff < 16) ++f.backoff;
+            f.rtx_at = now + std::min<std::uint64_t>(
+                                 std::uint64_t{f.rto_ms} << std::min<std::uint8_t>(f.backoff, 8),
+                                 kProbeMaxMs);
+        }
+    }
+
+    void check_window_update(FlowId id, Flow& f) noexcept {
+        if (!f.wnd_watch || f.fd < 0) return;
+        const std::size_t space =
+            std::min<std::size_t>(socks.send_space(f.fd), std::size_t{65535} << f.rcv_wscale);
+        if (space >= f.rcv_wnd + f.mss || space >= 4u * f.mss) {
+            c.window_updates.inc();
+            send_ack(id, f);
+        }
+    }
+
+    // Connect, idle and FIN timeouts (TCP.md §6). True when the flow was freed.
+    bool expire(FlowId id, Flow& f) noexcept {
+        const auto ms = [](std::chrono::milliseconds d) {
+            return static_cast<std::uint64_t>(d.count());
+        };
+        if (f.state == TcpState::connecting) {
+            if (now - f.since_ms < ms(cfg.connect_timeout)) return false;
+            fail_connect(id, f, ETIMEDOUT);
+            return true;
+        }
+        const bool idle =
+            f.state == TcpState::established && now - f.last_ms >= ms(cfg.idle_timeout);
+        const bool fin = f.state == TcpState::closing && now - f.since_ms >= ms(cfg.fin_timeout);
+        if (!idle && !fin) return false;
+        c.timed_out.inc();
+        send_rst_to_guest(id, f);
+        free_flow(id, f, true);
+        return true;
+    }
+
+    void tick_flow(FlowId id, Flow& f) noexcept {
+        if (f.state == TcpState::connecting) {
+            (void)expire(id, f);
+            return;
+        }
+        if (f.rtx_at != 0 && now >= f.rtx_at) {
+            on_rtx(id, f);
+            if (f.state == TcpState::free) return;
+        }
+        check_window_update(id, f);
+    }
+};
+
+// ---- public ---------------------------------------------------------------------------------
+
+TcpEngine::TcpEngine(const TcpConfig& cfg, FlowTable& table, HostSockets& sockets, Poller& poller,
+                     GuestLink& link)
+    : impl_(std::make_unique<Impl>(cfg, table, sockets, poller, link)) {}
+
+TcpEngine::~TcpEngine() {
+    reset_all();
+}
+
+bool TcpEngine::wants(Ipv4Addr dst, std::uint16_t) const noexcept {
+    const TcpConfig& cfg = impl_->cfg;
+    // The gateway's own addresses too: what it does not serve gets a RST rather than silence.
+    if (dst == cfg.gateway || (cfg.dns_addr && dst == *cfg.dns_addr)) return true;
+    if (cfg.host_alias && dst == *cfg.host_alias) return true;
+    return !dst.is_broadcast() && !dst.is_multicast() &&
+           (dst.v & mask_of(cfg.prefix_len)) != (cfg.subnet.v & mask_of(cfg.prefix_len));
+}
+
+void TcpEngine::process_segment(const TcpSegmentIn& s, std::uint64_t now_ms) noexcept {
+    Impl& m = *impl_;
+    m.now = now_ms;
+    m.c.segments_in.inc();
+    const wire::TcpView& t = s.tcp;
+    const FlowKey key{s.ip.src(), s.ip.dst(), t.src_port().v, t.dst_port().v, IpProto::tcp};
+    if (t.is_syn() && t.is_fin()) {
+        m.c.drop_malformed.inc();
+        return;
+    }
+    FlowId id = m.table.find(key);
+    if (id == kNoFlow) {
+        if (t.is_rst()) return;  // RFC 9293 §3.10.7.1: a RST for no connection is dropped
+        if (t.is_syn() && !t.is_ack()) {
+            m.open_flow(s, key);
+            return;
+        }
+        m.c.rst_no_flow.inc();
+        m.send_rst_for(s);
+        return;
+    }
+    Impl::Flow& f = m.flows[id];
+    f.last_ms = now_ms;
+    if (t.is_rst()) {
+        // RFC 5961 §3.2: accept a reset only within the receive window (or exactly at rcv_nxt).
+        const TcpSeq seq = t.seq();
+        const std::uint32_t wnd = std::max<std::uint32_t>(f.rcv_wnd, 1);
+        if (f.state == TcpState::connecting || (seq >= f.rcv_nxt && seq < f.rcv_nxt + wnd)) {
+            m.c.reset_by_guest.inc();
+            if (m.g_flow == id) {
+                m.g_flow = kNoFlow;
+                m.g_n = m.g_len = 0;
+                m.g_fin = false;
+            }
+            m.free_flow(id, f, true);
+        } else {
+            m.c.drop_out_of_window.inc();
+        }
+        return;
+    }
+    if (t.is_syn()) {
+        if (t.is_ack()) {
+            m.c.drop_malformed.inc();
+            return;
+        }
+        if (t.seq() == f.guest_isn) {
+            // A retransmitted SYN: still connecting -> nothing yet (TCP.md §3); our SYN-ACK was
+            // lost -> send it again.
+            if (f.state == TcpState::established && !f.syn_acked) m.send_synack(id, f);
+            return;
+        }
+        // A new connection on the same 5-tuple: the old one is gone on the guest's side.
+        m.c.reset_by_guest.inc();
+        if (m.g_flow == id) m.flush_gather();
+        if (m.flows[id].state != TcpState::free) m.free_flow(id, m.flows[id], true);
+        m.open_flow(s, key);
+        return;
+    }
+    if (f.state == TcpState::connecting) {
+        m.c.drop_out_of_window.inc();  // nothing sent to the guest yet: nothing to acknowledge
+        return;
+    }
+    if (!t.is_ack()) {
+        m.c.drop_malformed.inc();  // RFC 9293 §3.10.7.4: past SYN-SENT every segment has ACK
+        return;
+    }
+    // Data first (its bytes were sent before this ACK was), then the ACK.
+    m.process_data(id, f, t);
+    if (f.state == TcpState::free) return;
+    m.process_ack(id, f, t);
+}
+
+void TcpEngine::end_burst(std::uint64_t now_ms) noexcept {
+    Impl& m = *impl_;
+    m.now = now_ms;
+    m.flush_gather();
+    for (const FlowId id : m.ack_list) {
+        Impl::Flow& f = m.flows[id];
+        if (!f.ack_due) continue;
+        f.ack_due = false;
+        if (f.state != TcpState::free) m.send_ack(id, f);
+    }
+    m.ack_list.clear();
+}
+
+void TcpEngine::process_socket_event(FlowId id, std::uint32_t events,
+                                     std::uint64_t now_ms) noexcept {
+    Impl& m = *impl_;
+    m.now = now_ms;
+    if (id >= m.flows.size()) return;
+    Impl::Flow& f = m.flows[id];
+    if (f.state == TcpState::free || f.fd < 0) return;  // stale event of a freed flow
+    if (f.state == TcpState::connecting) {
+        if ((events & (sock_event::out | sock_event::error | sock_event::hup)) == 0) return;
+        const int err = m.socks.connect_result(f.fd);
+        if (err == 0 && (events & sock_event::out) != 0)
+            m.connected(id, f);
+        else if (err != 0)
+            m.fail_connect(id, f, err);
+        return;
+    }
+    if ((events & sock_event::error) != 0 && m.socks.connect_result(f.fd) != 0) {
+        m.host_error(id, f);
+        return;
+    }
+    if ((events & sock_event::out) != 0) m.check_window_update(id, f);
+    if ((events & (sock_event::in | sock_event::hup)) != 0) m.try_send(id, f, m.cfg.slice_frames);
+}
+
+void TcpEngine::on_tick(std::uint64_t now_ms) noexcept {
+    Impl& m = *impl_;
+    m.now = now_ms;
+    for (std::size_t i = 0; i < m.timers.size();) {
+        const FlowId id = m.timers[i];
+        Impl::Flow& f = m.flows[id];
+        if (f.state != TcpState::free) m.tick_flow(id, f);
+        const bool armed = f.state != TcpState::free &&
+                           (f.rtx_at != 0 || f.wnd_watch || f.state == TcpState::connecting);
+        if (!armed) {
+            f.in_timers = false;
+            m.timers[i] = m.timers.back();
+            m.timers.pop_back();
+            continue;
+        }
+        ++i;
+    }
+    // Idle and FIN timeouts are long: a sweep over every flow once a second finds them, so the
+    // timer list holds only flows with something due within milliseconds.
+    if (now_ms - m.last_sweep >= 1000) {
+        m.last_sweep = now_ms;
+        for (FlowId id = 0; id < m.flows.size(); ++id) {
+            Impl::Flow& f = m.flows[id];
+            if (f.state != TcpState::free) (void)m.expire(id, f);
+        }
+    }
+}
+
+bool TcpEngine::has_pending() const noexcept {
+    return impl_->pending_head < impl_->pending.size();
+}
+
+void TcpEngine::run_pending(std::uint64_t now_ms) noexcept {
+    Impl& m = *impl_;
+    m.now = now_ms;
+    const std::size_t end = m.pending.size();
+    while (m.pending_head < end) {
+        const FlowId id = m.pending[m.pending_head++];
+        Impl::Flow& f = m.flows[id];
+        if (!f.pending) continue;
+        f.pending = false;
+        if (f.state != TcpState::free) m.try_send(id, f, m.cfg.slice_frames);
+        if (m.link.room() <= kLinkReserve) break;
+    }
+    if (m.pending_head == m.pending.size()) {
+        m.pending.clear();
+        m.pending_head = 0;
+    } else if (m.pending_head > m.pending.size() / 2) {
+        m.pending.erase(m.pending.begin(),
+                        m.pending.begin() + static_cast<std::ptrdiff_t>(m.pending_head));
+        m.pending_head = 0;
+    }
+}
+
+void TcpEngine::reset_all() noexcept {
+    Impl& m = *impl_;
+    m.g_flow = kNoFlow;
+    m.g_n = m.g_len = 0;
+    for (FlowId id = 0; id < m.flows.size(); ++id) {
+        Impl::Flow& f = m.flows[id];
+        if (f.state == TcpState::free) continue;
+        if (f.state != TcpState::connecting) m.send_rst_to_guest(id, f);
+        m.free_flow(id, f, true);
+    }
+}
+
+const TcpCounters& TcpEngine::counters() const noexcept {
+    return impl_->c;
+}
+
+std::uint32_t TcpEngine::flows_in(TcpState s) const noexcept {
+    return impl_->state_count[static_cast<std::size_t>(s)];
+}
+
+std::optional<TcpFlowInfo> TcpEngine::flow_info(FlowId id) const noexcept {
+    const Impl& m = *impl_;
+    if (id >= m.flows.size() || m.flows[id].state == TcpState::free) return std::nullopt;
+    const Impl::Flow& f = m.flows[id];
+    return TcpFlowInfo{m.table.key(id), f.state,     f.fd,       f.unacked(),
+                       f.snd_wnd,       f.guest_fin, f.sock_eof, f.fin_sent};
+}
+
+void TcpEngine::for_each_flow(const std::function<void(const TcpFlowInfo&)>& fn) const {
+    for (FlowId id = 0; id < impl_->flows.size(); ++id)
+        if (auto i = flow_info(id)) fn(*i);
+}
+
+}  // namespace slipway::nat
