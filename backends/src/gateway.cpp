@@ -13,8 +13,10 @@
 //     address and MAC the server chose (RFC 2131 §4.1);
 //   - a UDP datagram to the DNS address's port 53 -> the DNS forwarder (dns/), which answers
 //     now or later through dispatch_dns_reply(), as a datagram from port 53 back to the sender;
-//   - anything else addressed to it -> counted as unhandled and dropped (the NAT engine takes
-//     these over in a later issue);
+//   - a TCP segment to an address beyond the guest network, to the host alias or to the DNS
+//     address's port 53 -> the NAT engine (nat/, driven from gateway_nat.cpp);
+//   - anything else addressed to it -> counted as unhandled and dropped (UDP and ICMP NAT join
+//     in the next issue);
 //   - frames for others (flooded ARP between guests, multicast) -> counted as ignored.
 // Replies are built by value types that emit bytes into pool buffers and pushed into to_switch()
 // as one burst, followed by one notify_switch(). The switch queues, rather than nests, that
@@ -50,10 +52,16 @@ void UserspaceGateway::on_frames_from_switch() noexcept {
     for (;;) {
         const std::size_t n = to_port().pop_burst(burst);
         if (n == 0) break;
-        for (std::size_t i = 0; i < n; ++i) {
+        for (std::size_t i = 0; i < n; ++i)
             process_frame(burst[i]);
+        // The NAT engine gathered views into these frames: it writes them before they go.
+        if (tcp_) tcp_->end_burst(now_ms());
+        for (std::size_t i = 0; i < n; ++i)
             burst[i].reset();
-        }
+    }
+    if (tcp_) {
+        if (tcp_->has_pending()) schedule_pending();
+        arm_tick();
     }
     if (replies_in_burst_ != 0) notify_switch();
 }
@@ -87,6 +95,10 @@ void UserspaceGateway::process_frame(const PacketRef& frame) noexcept {
     }
     if (f.ipv4 && f.icmpv4 && f.ipv4->dst() == cfg_.gateway) {
         process_icmpv4(f);
+        return;
+    }
+    if (tcp_ && f.ipv4 && f.tcp && tcp_->wants(f.ipv4->dst(), f.tcp->dst_port().v)) {
+        process_tcp(frame, f);
         return;
     }
     if (f.ipv4 && !f.ipv4->header_checksum_ok()) {

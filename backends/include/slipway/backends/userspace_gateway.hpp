@@ -1,11 +1,15 @@
 // The userspace engine's gateway port: the switch port behind which slipway itself answers as the
-// network's router. First cut: ARP for its addresses and ICMP echo to the gateway; the NAT, DHCP
-// and DNS services join here in later issues.
+// network's router: ARP, ICMP echo to the gateway, DHCP, DNS, and the NAT engine's TCP flows.
 #pragma once
 
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
+#include <string>
 
+#include "slipway/core/event_loop.hpp"
 #include "slipway/core/packet_pool.hpp"
 #include "slipway/core/stats.hpp"
 #include "slipway/core/switch_port.hpp"
@@ -13,6 +17,14 @@
 #include "slipway/core/wire/frame.hpp"
 #include "slipway/dhcp/server.hpp"
 #include "slipway/dns/forwarder.hpp"
+#include "slipway/nat/epoll_poller.hpp"
+#include "slipway/nat/flow_table.hpp"
+#include "slipway/nat/host_socket.hpp"
+#include "slipway/nat/tcp.hpp"
+
+namespace slipway {
+class Switch;
+}
 
 namespace slipway::backends {
 
@@ -39,6 +51,7 @@ struct GatewayCounters {
     Counter dhcp_handled;       // datagrams to port 67 given to the DHCP server (see its counters)
     Counter dns_handled;  // datagrams to port 53 given to the DNS forwarder (see its counters)
     Counter drop_bad_checksum;  // UDP to one of our services with a wrong checksum
+    Counter tcp_handled;        // TCP segments given to the NAT engine (see its tcp_ counters)
 
     template <class F>
     void for_each(F&& f) const {
@@ -52,12 +65,30 @@ struct GatewayCounters {
         f("dhcp_handled", dhcp_handled);
         f("dns_handled", dns_handled);
         f("drop_bad_checksum", drop_bad_checksum);
+        f("tcp_handled", tcp_handled);
     }
 };
 
-class UserspaceGateway final : public SwitchPort, public dns::ReplySink {
+// The NAT engine's settings (NetworkOptions carries them from the command line).
+struct NatConfig {
+    std::uint32_t max_flows = 65536;  // already clamped to RLIMIT_NOFILE by the caller
+    std::uint32_t max_fd = 65536;     // highest fd + 1 the flow table maps
+    bool peek_off = true;             // use SO_PEEK_OFF (when the kernel has it)
+    nat::TcpConfig tcp;
+};
+
+class UserspaceGateway final : public SwitchPort, public dns::ReplySink, private nat::GuestLink {
   public:
     UserspaceGateway(PacketPool& pool, const GatewayConfig& cfg);
+    ~UserspaceGateway() override;
+
+    // Starts the NAT engine on `io` (the network thread's loop); `sw` answers which port a guest
+    // sits behind and what it takes. Throws std::system_error / std::bad_alloc at start-up only.
+    void enable_nat(IoContext& io, const Switch& sw, const NatConfig& cfg);
+    [[nodiscard]] const nat::TcpEngine* tcp() const noexcept { return tcp_.get(); }
+    [[nodiscard]] const nat::FlowTable* flow_table() const noexcept { return flows_.get(); }
+    // Shutdown: every NAT flow reset on both sides, the engine's watchers cancelled.
+    void stop_nat() noexcept;
 
     void set_dns(dns::Forwarder* fwd) noexcept { cfg_.dns_forwarder = fwd; }
 
@@ -93,11 +124,39 @@ class UserspaceGateway final : public SwitchPort, public dns::ReplySink {
     [[nodiscard]] bool owns(Ipv4Addr a) const noexcept;
     void dispatch_reply(PacketRef&& reply) noexcept;
 
+    // nat::GuestLink: the engine's frames go into our ring to the switch.
+    PacketPool& pool() noexcept override { return pool_; }
+    std::size_t room() noexcept override;
+    bool dispatch(PacketRef& frame) noexcept override;
+    void flush() noexcept override;
+    PortCaps caps_of(std::uint16_t port) noexcept override;
+
+    // The NAT engine's driver (gateway_nat.cpp): socket events, timers, pending sends.
+    void process_tcp(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;
+    void arm_sockets() noexcept;
+    void on_sockets() noexcept;
+    void arm_tick() noexcept;
+    void schedule_pending() noexcept;
+    [[nodiscard]] static std::uint64_t now_ms() noexcept;
+
     PacketPool& pool_;
     GatewayConfig cfg_;
     GatewayCounters gw_;
     std::uint16_t next_ip_id_ = 1;
     std::uint32_t replies_in_burst_ = 0;
+
+    IoContext* io_ = nullptr;
+    const Switch* sw_ = nullptr;
+    std::unique_ptr<nat::FlowTable> flows_;
+    std::unique_ptr<nat::LinuxSockets> socks_;
+    std::unique_ptr<nat::EpollPoller> poller_;
+    std::unique_ptr<nat::TcpEngine> tcp_;
+    std::unique_ptr<FdWatcher> epoll_watch_;
+    std::unique_ptr<boost::asio::steady_timer> tick_;
+    bool tick_armed_ = false;
+    bool pending_posted_ = false;
+    bool nat_stopped_ = false;
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);  // for posted work
 };
 
 }  // namespace slipway::backends
