@@ -68,6 +68,8 @@ struct Raw {
     std::optional<Given> resolv_conf, dns_cache_entries, dns_cache_bytes;
     std::optional<GivenBool> no_dns;
     std::optional<GivenList> dns_upstream, dns_record;
+    std::optional<Given> max_flows, connect_timeout, tcp_idle_timeout;
+    std::optional<GivenBool> no_peek_off;
 };
 
 // Reads the TOML file into `raw`. Returns false with `err` set on the first problem.
@@ -187,6 +189,14 @@ bool read_config_file(const std::string& path, Raw& raw, std::string& err) {
             ok = take_int(raw.dns_cache_entries);
         } else if (key == "dns-cache-bytes") {
             ok = take_int(raw.dns_cache_bytes);
+        } else if (key == "max-flows") {
+            ok = take_int(raw.max_flows);
+        } else if (key == "connect-timeout") {
+            ok = take_int(raw.connect_timeout);
+        } else if (key == "tcp-idle-timeout") {
+            ok = take_int(raw.tcp_idle_timeout);
+        } else if (key == "no-peek-off") {
+            ok = take_bool(raw.no_peek_off);
         } else if (key == "isolate") {
             ok = take_bool(raw.isolate);
         } else if (key == "no-mac-lock") {
@@ -299,6 +309,24 @@ bool dhcp_options(const Raw& cli, DaemonConfig& cfg, std::string& err) {
     return true;
 }
 
+bool nat_options(const Raw& cli, DaemonConfig& cfg, std::string& err) {
+    if (cli.no_peek_off) cfg.no_peek_off = cli.no_peek_off->value;
+    auto number = [&](const std::optional<Given>& g, long long lo, long long hi, std::uint32_t& out,
+                      const char* why) {
+        if (!g) return true;
+        const auto v = parse_bounded(g->text, lo, hi);
+        if (!v) return bad_value(err, g->where, g->text, why);
+        out = static_cast<std::uint32_t>(*v);
+        return true;
+    };
+    return number(cli.max_flows, 16, 1LL << 24, cfg.max_flows,
+                  "is not a flow count (16 to 16777216)") &&
+           number(cli.connect_timeout, 1, 600, cfg.connect_timeout_s,
+                  "is not a number of seconds (1 to 600)") &&
+           number(cli.tcp_idle_timeout, 10, 1LL << 24, cfg.tcp_idle_timeout_s,
+                  "is not a number of seconds (10 to 16777216)");
+}
+
 bool dns_options(const Raw& cli, DaemonConfig& cfg, std::string& err) {
     auto bad = [&err](const std::string& where, const std::string& value, const std::string& why) {
         return bad_value(err, where, value, why);
@@ -391,6 +419,10 @@ bool merge_and_validate(Raw cli, const Raw& file, DaemonConfig& cfg, std::string
     prefer(cli.resolv_conf, file.resolv_conf);
     prefer(cli.dns_cache_entries, file.dns_cache_entries);
     prefer(cli.dns_cache_bytes, file.dns_cache_bytes);
+    prefer(cli.max_flows, file.max_flows);
+    prefer(cli.connect_timeout, file.connect_timeout);
+    prefer(cli.tcp_idle_timeout, file.tcp_idle_timeout);
+    prefer(cli.no_peek_off, file.no_peek_off);
 
     auto bad = [&](const Given& g, const std::string& problem) {
         return bad_value(err, g.where, g.text, problem);
@@ -452,6 +484,7 @@ bool merge_and_validate(Raw cli, const Raw& file, DaemonConfig& cfg, std::string
     }
     if (!dhcp_options(cli, cfg, err)) return false;
     if (!dns_options(cli, cfg, err)) return false;
+    if (!nat_options(cli, cfg, err)) return false;
     return true;
 }
 
@@ -581,6 +614,26 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
     auto* o_dns_cache_bytes = app.add_option("--dns-cache-bytes", dns_cache_bytes,
                                              "DNS cache size in bytes (default 4194304)")
                                   ->type_name("N");
+    std::string max_flows, connect_timeout, tcp_idle_timeout;
+    bool no_peek_off = false;
+    auto* o_max_flows =
+        app.add_option("--max-flows", max_flows,
+                       "NAT flows at once; clamped to what RLIMIT_NOFILE allows, logged "
+                       "(default 65536)")
+            ->type_name("N");
+    auto* o_no_peek_off = app.add_flag(
+        "--no-peek-off", no_peek_off,
+        "Read host data with a discard iovec even where the kernel has SO_PEEK_OFF (default: "
+        "SO_PEEK_OFF when present)");
+    auto* o_connect_timeout =
+        app.add_option("--connect-timeout", connect_timeout,
+                       "Seconds a guest's TCP connect may take before it gets a RST (default 30)")
+            ->type_name("S");
+    auto* o_tcp_idle_timeout =
+        app.add_option("--tcp-idle-timeout", tcp_idle_timeout,
+                       "Seconds an established TCP flow may stay silent before both sides are "
+                       "reset (default 7200)")
+            ->type_name("S");
     auto* o_config = app.add_option("--config", config_file,
                                     "TOML file with any of the flags above as keys (default: none)")
                          ->type_name("FILE");
@@ -635,6 +688,10 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
     given(o_resolv_conf, resolv_conf, cli.resolv_conf);
     given(o_dns_cache_entries, dns_cache_entries, cli.dns_cache_entries);
     given(o_dns_cache_bytes, dns_cache_bytes, cli.dns_cache_bytes);
+    given(o_max_flows, max_flows, cli.max_flows);
+    given(o_connect_timeout, connect_timeout, cli.connect_timeout);
+    given(o_tcp_idle_timeout, tcp_idle_timeout, cli.tcp_idle_timeout);
+    given_bool(o_no_peek_off, no_peek_off, cli.no_peek_off);
 
     DaemonConfig cfg;
     Raw file;

@@ -50,6 +50,12 @@ struct DaemonConfig {
     std::vector<std::pair<std::string, Ipv4Addr>> dns_records;
     std::size_t dns_cache_entries = 4096;
     std::size_t dns_cache_bytes = 4u << 20;
+
+    // NAT engine.
+    std::uint32_t max_flows = 65536;  // Network clamps it to RLIMIT_NOFILE
+    bool no_peek_off = false;
+    std::uint32_t connect_timeout_s = 30;
+    std::uint32_t tcp_idle_timeout_s = 7200;
 };
 
 // What parse_command_line decided. When `config` is set the daemon runs with it; otherwise the

@@ -71,6 +71,10 @@ NetworkOptions to_options(const DaemonConfig& cfg) {
     o.dns_records = cfg.dns_records;
     o.dns_cache_entries = cfg.dns_cache_entries;
     o.dns_cache_bytes = cfg.dns_cache_bytes;
+    o.max_flows = cfg.max_flows;
+    o.no_peek_off = cfg.no_peek_off;
+    o.connect_timeout = std::chrono::seconds(cfg.connect_timeout_s);
+    o.tcp_idle_timeout = std::chrono::seconds(cfg.tcp_idle_timeout_s);
     return o;
 }
 

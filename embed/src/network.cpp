@@ -13,6 +13,8 @@
 #include "slipway/embed/network.hpp"
 
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +23,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 #include "slipway/backends/userspace_gateway.hpp"
 #include "slipway/core/log.hpp"
@@ -50,6 +53,34 @@ bool inside(Ipv4Addr a, Ipv4Addr subnet, std::uint8_t prefix) {
 bool usable_host(Ipv4Addr a, Ipv4Addr subnet, std::uint8_t prefix) {
     const std::uint32_t host = a.v & ~mask_of(prefix);
     return inside(a, subnet, prefix) && host != 0 && host != ~mask_of(prefix);
+}
+
+// File descriptors kept for everything but NAT flows: attachments, the DNS forwarder's sockets,
+// the API, logs.
+constexpr std::uint32_t kFdReserve = 256;
+
+// Raises the soft RLIMIT_NOFILE to the hard one and returns the soft limit now in force.
+std::uint64_t raise_nofile() {
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlimit up = rl;
+        up.rlim_cur = rl.rlim_max;
+        if (::setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? (std::uint64_t{1} << 20) : rl.rlim_cur;
+}
+
+// The window scale announced to guests: 65535 << scale must cover the largest send buffer a
+// socket can grow to (net.ipv4.tcp_wmem's third field), since the window follows it.
+std::uint8_t window_scale_for_wmem() {
+    std::ifstream in("/proc/sys/net/ipv4/tcp_wmem");
+    std::uint64_t lo = 0, def = 0, max = 4u << 20;
+    if (!(in >> lo >> def >> max)) max = 4u << 20;
+    std::uint8_t s = 0;
+    while (s < 14 && (std::uint64_t{65535} << s) < max)
+        ++s;
+    return s;
 }
 
 template <class Counters>
@@ -118,6 +149,7 @@ struct Network::Impl {
     // the ports; ports return their queued buffers to the pool, which outlives them all (it is
     // declared first); the pcap writer is the switch's tap, so it goes after the switch.
     ~Impl() {
+        if (gateway) gateway->stop_nat();  // its RSTs go out while the switch still exists
         for (auto& a : attachments)
             a->stop();
         pcap_flush.reset();
@@ -141,6 +173,8 @@ struct Network::Impl {
     void shutdown() {
         if (stopped) return;
         stopped = true;
+        // NAT flows first: their RSTs still reach the guests through the switch.
+        gateway->stop_nat();
         for (auto& a : attachments) {
             a->stop();
             sw->remove_port(*a);
@@ -301,6 +335,64 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
         m.plan.dns_enabled = true;
         m.plan.dns_upstreams = opts.dns_upstreams;
     }
+    {
+        const std::uint64_t nofile = raise_nofile();
+        const std::uint64_t usable = nofile > kFdReserve ? nofile - kFdReserve : 0;
+        std::uint32_t flows = opts.max_flows;
+        if (flows == 0) {
+            error = "--max-flows: must be at least 1";
+            return fail(Errc::invalid_argument);
+        }
+        if (flows > usable) {
+            if (usable < 16) {
+                error = "--max-flows: RLIMIT_NOFILE (" + std::to_string(nofile) +
+                        ") leaves no file descriptors for NAT flows";
+                return fail(Errc::invalid_argument);
+            }
+            SLW_WARN("NAT: --max-flows {} clamped to {} (RLIMIT_NOFILE {} less {} reserved)", flows,
+                     usable, nofile, kFdReserve);
+            flows = static_cast<std::uint32_t>(usable);
+        }
+        backends::NatConfig nc;
+        nc.max_flows = flows;
+        nc.max_fd = static_cast<std::uint32_t>(std::min<std::uint64_t>(nofile, 1u << 24));
+        const bool kernel_peek_off = nat::LinuxSockets::probe_peek_off();
+        nc.peek_off = kernel_peek_off && !opts.no_peek_off;
+        nat::TcpConfig& tc = nc.tcp;
+        tc.gateway_mac = plan.gateway_mac;
+        tc.gateway = plan.gateway;
+        tc.host_alias = plan.host_alias;
+        tc.subnet = opts.subnet;
+        tc.prefix_len = opts.prefix_len;
+        tc.mtu = plan.mtu;
+        tc.connect_timeout = opts.connect_timeout;
+        tc.idle_timeout = opts.tcp_idle_timeout;
+        tc.rcv_wscale = window_scale_for_wmem();
+        if (m.dns) {
+            tc.dns_addr = plan.dns;
+            dns::Forwarder* fwd = m.dns.get();
+            // DNS over TCP (DESIGN §2): the flow's host end is one side of a socket pair whose
+            // other side the forwarder serves.
+            tc.open_dns_stream = [fwd]() -> int {
+                int sv[2];
+                if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+                    return -errno;
+                if (!fwd->serve_stream(UniqueFd(sv[1]))) {
+                    ::close(sv[0]);
+                    return -EMFILE;
+                }
+                return sv[0];
+            };
+        }
+        m.gateway->enable_nat(m.io, *m.sw, nc);
+        m.plan.max_flows = flows;
+        m.plan.peek_off = nc.peek_off;
+        SLW_INFO("NAT: up to {} flows (RLIMIT_NOFILE {}); host data peeked with {}", flows, nofile,
+                 nc.peek_off
+                     ? "SO_PEEK_OFF"
+                     : (kernel_peek_off ? "a discard iovec (--no-peek-off)"
+                                        : "a discard iovec (no SO_PEEK_OFF on this kernel)"));
+    }
     m.sw->add_port(*m.gateway);
     // No guest may claim the gateway's MAC, and frames to it never flood (switch.cpp: pinned).
     if (!m.sw->pin_mac(*m.gateway, plan.gateway_mac)) {
@@ -402,6 +494,23 @@ NetworkStats Network::stats() const {
     if (m.dhcp) {
         auto d = collect(m.dhcp->counters());
         st.gateway_counters.insert(st.gateway_counters.end(), d.begin(), d.end());
+    }
+    if (const nat::TcpEngine* tcp = m.gateway->tcp()) {
+        auto d = collect(tcp->counters());
+        st.gateway_counters.insert(st.gateway_counters.end(), d.begin(), d.end());
+        const std::uint32_t connecting = tcp->flows_in(nat::TcpState::connecting);
+        const std::uint32_t established = tcp->flows_in(nat::TcpState::established);
+        const std::uint32_t closing = tcp->flows_in(nat::TcpState::closing);
+        st.gateway_counters.push_back({"tcp_flows", connecting + established + closing});
+        st.gateway_counters.push_back({"tcp_flows_connecting", connecting});
+        st.gateway_counters.push_back({"tcp_flows_established", established});
+        st.gateway_counters.push_back({"tcp_flows_closing", closing});
+        if (const nat::FlowTable* ft = m.gateway->flow_table()) {
+            auto t = collect(ft->counters());
+            st.gateway_counters.insert(st.gateway_counters.end(), t.begin(), t.end());
+            st.gateway_counters.push_back({"flows", ft->size()});
+            st.gateway_counters.push_back({"flows_capacity", ft->capacity()});
+        }
     }
     if (m.dns) {
         auto d = collect(m.dns->counters());

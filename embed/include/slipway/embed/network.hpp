@@ -62,6 +62,12 @@ struct NetworkOptions {
     std::vector<std::pair<std::string, Ipv4Addr>> dns_records;  // local A records
     std::size_t dns_cache_entries = 4096;                       // 0: no cache
     std::size_t dns_cache_bytes = 4u << 20;
+
+    // NAT engine (nat/). max_flows is clamped to what RLIMIT_NOFILE allows (logged).
+    std::uint32_t max_flows = 65536;
+    bool no_peek_off = false;  // force the MSG_PEEK discard-iovec path even with SO_PEEK_OFF
+    std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};
+    std::chrono::milliseconds tcp_idle_timeout{std::chrono::hours(2)};
 };
 
 // The address plan after defaults are applied.
@@ -77,6 +83,8 @@ struct NetworkPlan {
     std::vector<std::string> dns_upstreams;  // as configured (empty: from resolv.conf)
     MacAddr gateway_mac;
     std::uint32_t mtu;
+    std::uint32_t max_flows = 0;  // after the RLIMIT_NOFILE clamp
+    bool peek_off = false;        // host data peeked with SO_PEEK_OFF
 };
 
 struct CounterValue {
