@@ -59,7 +59,8 @@ std::size_t EpollPoller::poll_burst(std::span<SocketEvent> out) noexcept {
     for (int i = 0; i < n; ++i) {
         const epoll_event& e = evs[static_cast<std::size_t>(i)];
         std::uint32_t bits = 0;
-        if ((e.events & (EPOLLIN | EPOLLRDHUP)) != 0) bits |= sock_event::in;
+        if ((e.events & EPOLLIN) != 0) bits |= sock_event::in;
+        if ((e.events & EPOLLRDHUP) != 0) bits |= sock_event::rdhup;
         if ((e.events & EPOLLOUT) != 0) bits |= sock_event::out;
         if ((e.events & EPOLLERR) != 0) bits |= sock_event::error;
         if ((e.events & EPOLLHUP) != 0) bits |= sock_event::hup;

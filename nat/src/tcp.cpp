@@ -57,6 +57,10 @@ struct TcpEngine::Impl {
         bool wnd_watch = false;  // a small window was advertised: watching for send space
         bool rtt_on = false;     // timing the segment that ends at rtt_seq
         bool ws_ok = false;      // window scaling agreed (both SYNs carried the option)
+        // The last peek found nothing more: no need to peek again before the next readable edge
+        // (unless the peer's FIN came, which without SO_PEEK_OFF shows only at offset 0).
+        bool drained = false;
+        bool peer_fin = false;  // the socket reported the peer's FIN (EPOLLRDHUP)
         std::uint8_t dupacks = 0;
         std::uint8_t backoff = 0;
         std::uint8_t snd_wscale = 0;      // the guest's shift
@@ -175,7 +179,6 @@ struct TcpEngine::Impl {
     }
 
     void set_interest(Flow& f, FlowId id, std::uint32_t interest) noexcept {
-        if (f.interest == interest) return;
         f.interest = interest;
         poller.rewatch(f.fd, id, interest);
     }
@@ -314,15 +317,16 @@ struct TcpEngine::Impl {
     }
 
     // A small window was advertised: ask for writability, so space returning becomes a window
-    // update at once rather than at the guest's next probe.
+    // update at once rather than at the guest's next probe. Sockets are watched for output from
+    // the start, edge-triggered; re-arming makes the kernel's poll note that someone waits for
+    // space (SOCK_NOSPACE), without which no edge would come when the queue drains.
     void watch_window(FlowId id, Flow& f) noexcept {
         const bool small = !f.guest_fin && f.rcv_wnd < 4u * f.mss;
         if (small == f.wnd_watch) return;
         f.wnd_watch = small;
-        if (small) arm_timers(id, f);
-        std::uint32_t want = f.interest;
-        want = small ? (want | sock_event::out) : (want & ~sock_event::out);
-        set_interest(f, id, want);
+        if (!small) return;
+        arm_timers(id, f);
+        set_interest(f, id, f.interest | sock_event::out);
     }
 
     void queue_ack(FlowId id, Flow& f) noexcept {
@@ -510,7 +514,6 @@ struct TcpEngine::Impl {
         set_state(f, TcpState::established);
         c.established.inc();
         f.snd_nxt = f.snd_isn + 1;
-        set_interest(f, id, sock_event::in);
         send_synack(id, f);
     }
 
@@ -669,13 +672,16 @@ struct TcpEngine::Impl {
                 go_back(f);
             }
         }
+        const bool opened = new_wnd > f.snd_wnd;
         f.snd_wnd = new_wnd;
         if (f.fin_acked && f.guest_fin) {
             c.closed.inc();
             free_flow(id, f, false);
             return;
         }
-        try_send(id, f, cfg.slice_frames);
+        // A drained socket raises a readable edge when data comes: peeking now would find
+        // nothing, unless the window opened, a rewind happened or the stream's end is due.
+        if (!f.drained || f.peer_fin || opened) try_send(id, f, cfg.slice_frames);
     }
 
     void rtt_sample(Flow& f, std::uint32_t r_us) noexcept {
@@ -695,6 +701,7 @@ struct TcpEngine::Impl {
     // TCP.md §5: send everything again from snd_una (the socket still holds it).
     void go_back(Flow& f) noexcept {
         f.snd_nxt = f.snd_una;
+        f.drained = false;
         if (f.fin_sent && !f.fin_acked) f.fin_sent = false;
         f.rtt_on = false;  // Karn: no sample from retransmitted data
         socks.set_peek_offset(f.fd, 0);
@@ -713,6 +720,8 @@ struct TcpEngine::Impl {
         std::array<PacketRef, kMaxPeekFrames> frames;
         std::array<iovec, kMaxPeekFrames> iov{};
         std::array<std::uint32_t, kMaxPeekFrames> lens{};
+        bool window_known = false;
+        std::uint16_t window = 0;
         while (budget != 0) {
             const std::uint32_t unacked = f.unacked();
             const std::int64_t room_w = static_cast<std::int64_t>(f.snd_wnd) -
@@ -759,7 +768,10 @@ struct TcpEngine::Impl {
             }
             const ssize_t n =
                 socks.peek(f.fd, unacked, std::span<const iovec>(iov.data(), got_frames));
-            if (n == -EAGAIN) return;
+            if (n == -EAGAIN) {
+                f.drained = true;
+                return;
+            }
             if (n < 0) {
                 host_error(id, f);
                 return;
@@ -783,7 +795,11 @@ struct TcpEngine::Impl {
                 t.ack = f.rcv_nxt;
                 t.flags = static_cast<std::uint8_t>(wire::tcp_flag::ack |
                                                     (plen == left ? wire::tcp_flag::psh : 0));
-                t.window = window_field(f);
+                if (!window_known) {  // two system calls: once per slice, not per frame
+                    window = window_field(f);
+                    window_known = true;
+                }
+                t.window = window;
                 if (!emit_headers(frames[i], d, t, plen, f.mss, caps) || !send_frame(frames[i]))
                     break;
                 sent += plen;
@@ -810,7 +826,10 @@ struct TcpEngine::Impl {
                 return;
             }
             budget -= static_cast<std::uint32_t>(std::min<std::size_t>(budget, got_frames));
-            if (static_cast<std::size_t>(n) < asked) return;  // drained: the next edge brings more
+            if (static_cast<std::size_t>(n) < asked) {
+                f.drained = true;  // the next readable edge brings more
+                return;
+            }
         }
         make_pending(id, f);
     }
@@ -839,7 +858,6 @@ struct TcpEngine::Impl {
         f.fin_sent = true;
         f.snd_nxt += 1;
         set_rtx(id, f);
-        set_interest(f, id, f.interest & ~sock_event::in);
         enter_closing(id, f);
     }
 
@@ -1046,7 +1064,11 @@ void TcpEngine::process_socket_event(FlowId id, std::uint32_t events,
         return;
     }
     if ((events & sock_event::out) != 0) m.check_window_update(id, f);
-    if ((events & (sock_event::in | sock_event::hup)) != 0) m.try_send(id, f, m.cfg.slice_frames);
+    if ((events & sock_event::rdhup) != 0) f.peer_fin = true;
+    if ((events & (sock_event::in | sock_event::hup | sock_event::rdhup)) != 0) {
+        f.drained = false;
+        m.try_send(id, f, m.cfg.slice_frames);
+    }
 }
 
 void TcpEngine::on_tick(std::uint64_t now_ms) noexcept {

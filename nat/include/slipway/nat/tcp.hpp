@@ -61,10 +61,11 @@ namespace slipway::nat {
 
 // Socket readiness as the driver reports it to the engine (epoll's bits, named portably).
 namespace sock_event {
-inline constexpr std::uint32_t in = 1;     // readable (new data, or the peer's FIN)
-inline constexpr std::uint32_t out = 2;    // writable (connect finished, send space returned)
-inline constexpr std::uint32_t error = 4;  // a pending socket error
-inline constexpr std::uint32_t hup = 8;    // both directions shut
+inline constexpr std::uint32_t in = 1;      // readable (new data, or the peer's FIN)
+inline constexpr std::uint32_t out = 2;     // writable (connect finished, send space returned)
+inline constexpr std::uint32_t error = 4;   // a pending socket error
+inline constexpr std::uint32_t hup = 8;     // both directions shut
+inline constexpr std::uint32_t rdhup = 16;  // the peer shut its side (its FIN arrived)
 }  // namespace sock_event
 
 // Readiness interest on host sockets. Edge-triggered: an event fires when the socket becomes
