@@ -982,7 +982,9 @@ void TcpEngine::process_segment(const TcpSegmentIn& s, std::uint64_t now_ms) noe
     Impl::Flow& f = m.flows[id];
     f.last_ms = now_ms;
     if (t.is_rst()) {
-        // RFC 5961 §3.2: accept a reset only within the receive window (or exactly at rcv_nxt).
+        // RFC 5961 §3.2: accept a reset within the receive window; outside it, answer with a
+        // challenge ACK — a guest that really reset answers that with a RST at exactly rcv_nxt
+        // (this also covers a guest whose unacknowledged data the full socket has not taken).
         const TcpSeq seq = t.seq();
         const std::uint32_t wnd = std::max<std::uint32_t>(f.rcv_wnd, 1);
         if (f.state == TcpState::connecting || (seq >= f.rcv_nxt && seq < f.rcv_nxt + wnd)) {
@@ -995,6 +997,7 @@ void TcpEngine::process_segment(const TcpSegmentIn& s, std::uint64_t now_ms) noe
             m.free_flow(id, f, true);
         } else {
             m.c.drop_out_of_window.inc();
+            m.send_ack(id, f);
         }
         return;
     }
