@@ -72,7 +72,8 @@ struct TcpEngine::Impl {
         std::optional<wire::VlanTag> vlan;
         TcpSeq guest_isn, rcv_nxt;
         TcpSeq snd_isn, snd_una, snd_nxt;
-        TcpSeq recover;  // fast retransmit: no second one until snd_una passes this
+        TcpSeq recover;           // fast retransmit: no second one until snd_una passes this
+        TcpSeq snd_wl1, snd_wl2;  // seq and ack of the segment that last set snd_wnd
         TcpSeq rtt_seq;
         std::uint32_t snd_wnd = 0;  // the guest's window, in bytes
         std::uint32_t rcv_wnd = 0;  // the window last advertised to the guest
@@ -459,9 +460,10 @@ struct TcpEngine::Impl {
         f.ws_ok = o.window_scale.has_value();
         f.snd_wscale = f.ws_ok ? *o.window_scale : 0;
         f.rcv_wscale = f.ws_ok ? cfg.rcv_wscale : 0;
-        f.snd_wnd = t.window();              // RFC 7323 §2.2: the SYN's window is never scaled
+        f.snd_wnd = t.window();  // RFC 7323 §2.2: the SYN's window is never scaled
+        f.snd_wl1 = t.seq();
         f.snd_isn = TcpSeq{::arc4random()};  // RFC 9293 §3.4.1: unpredictable
-        f.snd_una = f.snd_nxt = f.snd_isn;
+        f.snd_una = f.snd_nxt = f.recover = f.snd_wl2 = f.snd_isn;
         f.last_ms = now;
         c.syn_received.inc();
 
@@ -672,8 +674,15 @@ struct TcpEngine::Impl {
                 go_back(f);
             }
         }
-        const bool opened = new_wnd > f.snd_wnd;
-        f.snd_wnd = new_wnd;
+        // RFC 9293 §3.10.7.4: only a segment newer than the one that last set the window may
+        // change it (a reordered old ACK must not reopen a window the guest closed since).
+        bool opened = false;
+        if (f.snd_wl1 < t.seq() || (f.snd_wl1 == t.seq() && f.snd_wl2 <= ack)) {
+            opened = new_wnd > f.snd_wnd;
+            f.snd_wnd = new_wnd;
+            f.snd_wl1 = t.seq();
+            f.snd_wl2 = ack;
+        }
         if (f.fin_acked && f.guest_fin) {
             c.closed.inc();
             free_flow(id, f, false);
@@ -896,11 +905,14 @@ struct TcpEngine::Impl {
         }
     }
 
+    // RFC 9293 §3.8.6.2.2 (receiver's SWS avoidance): a window update once the window grew by
+    // an MSS, or at all from zero (a send buffer smaller than an MSS would otherwise never
+    // reopen it).
     void check_window_update(FlowId id, Flow& f) noexcept {
         if (!f.wnd_watch || f.fd < 0) return;
         const std::size_t space =
             std::min<std::size_t>(socks.send_space(f.fd), std::size_t{65535} << f.rcv_wscale);
-        if (space >= f.rcv_wnd + f.mss || space >= 4u * f.mss) {
+        if (space > f.rcv_wnd && (space - f.rcv_wnd >= f.mss || f.rcv_wnd == 0)) {
             c.window_updates.inc();
             send_ack(id, f);
         }
@@ -918,7 +930,10 @@ struct TcpEngine::Impl {
         }
         const bool idle =
             f.state == TcpState::established && now - f.last_ms >= ms(cfg.idle_timeout);
-        const bool fin = f.state == TcpState::closing && now - f.since_ms >= ms(cfg.fin_timeout);
+        // Half-closed flows live while data moves the other way (TCP.md §6's 60 s is the
+        // silence allowed once one side closed).
+        const bool fin = f.state == TcpState::closing &&
+                         now - std::max(f.since_ms, f.last_ms) >= ms(cfg.fin_timeout);
         if (!idle && !fin) return false;
         c.timed_out.inc();
         send_rst_to_guest(id, f);
@@ -1027,6 +1042,12 @@ void TcpEngine::process_segment(const TcpSegmentIn& s, std::uint64_t now_ms) noe
         m.c.drop_malformed.inc();  // RFC 9293 §3.10.7.4: past SYN-SENT every segment has ACK
         return;
     }
+    if (!f.syn_acked && t.ack() != f.snd_isn + 1) {
+        // RFC 9293 §3.10.7.4 (SYN-RECEIVED): a segment that does not acknowledge our SYN-ACK is
+        // not part of this connection yet; its data is not taken.
+        m.c.drop_out_of_window.inc();
+        return;
+    }
     // Data first (its bytes were sent before this ACK was), then the ACK.
     m.process_data(id, f, t);
     if (f.state == TcpState::free) return;
@@ -1053,6 +1074,7 @@ void TcpEngine::process_socket_event(FlowId id, std::uint32_t events,
     if (id >= m.flows.size()) return;
     Impl::Flow& f = m.flows[id];
     if (f.state == TcpState::free || f.fd < 0) return;  // stale event of a freed flow
+    f.last_ms = now_ms;
     if (f.state == TcpState::connecting) {
         if ((events & (sock_event::out | sock_event::error | sock_event::hup)) == 0) return;
         const int err = m.socks.connect_result(f.fd);
