@@ -92,9 +92,13 @@ std::size_t LinuxSockets::send_space(int fd) noexcept {
     if (::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, &len) != 0 ||
         ::ioctl(fd, SIOCOUTQ, &outq) != 0)
         return 0;
-    // SO_SNDBUF reports twice the payload the kernel lets queue (socket(7): bookkeeping
-    // overhead); half of it is what the queue really holds in payload.
-    const int usable = sndbuf / 2;
+    // The kernel takes more data while the queue's memory (payload plus per-buffer overhead) is
+    // below SO_SNDBUF; SIOCOUTQ counts payload only. A sixteenth is left for the overhead, which
+    // stays small because the engine writes a whole burst per sendmsg. The queue must be able to
+    // fill up: the kernel grows the send buffer (tcp_wmem autotuning) only once a sender found it
+    // full, so a window held well below SO_SNDBUF (half of it, say) would pin the buffer at its
+    // initial size and the guest's uploads at a few tens of KiB in flight.
+    const int usable = sndbuf - sndbuf / 16;
     return usable > outq ? static_cast<std::size_t>(usable - outq) : 0;
 }
 

@@ -763,7 +763,7 @@ struct TcpEngine::Impl {
                     static_cast<std::uint32_t>(std::min<std::size_t>(per, want - asked));
                 auto r = link.pool().try_alloc(hdr + len);
                 if (!r) {
-                    c.drop_no_buffer.inc();
+                    c.pool_waits.inc();  // not a drop: the data waits in the socket
                     break;
                 }
                 frames[got_frames] = std::move(*r);

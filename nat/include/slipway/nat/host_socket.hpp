@@ -44,8 +44,8 @@ class HostSockets {
     // Writes as much of `iov` as the socket takes now: bytes accepted (0 when its send queue is
     // full), or -errno (-EPIPE, -ECONNRESET, ...). Never blocks, never raises SIGPIPE.
     virtual ssize_t write(int fd, std::span<const iovec> iov) noexcept = 0;
-    // Free space in the socket's send queue now (send buffer minus SIOCOUTQ): the most the guest
-    // may be offered as its window.
+    // Free space in the socket's send queue now (send buffer, less an allowance for the kernel's
+    // per-buffer overhead, minus SIOCOUTQ): the most the guest may be offered as its window.
     virtual std::size_t send_space(int fd) noexcept = 0;
     // Copies received bytes, starting `offset` bytes past the head of the receive queue, into
     // `iov` without consuming them: bytes copied, 0 at end of stream (the peer's FIN, with nothing

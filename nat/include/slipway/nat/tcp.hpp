@@ -146,7 +146,8 @@ struct TcpCounters {
     Counter window_updates;       // window updates sent after send space returned
     Counter acks_sent;            // bare ACKs sent
     Counter drop_malformed;       // bad header, bad flags combination
-    Counter drop_no_buffer;       // pool exhausted while building a frame
+    Counter drop_no_buffer;       // pool exhausted while building a control frame (ACK, RST)
+    Counter pool_waits;           // data frames deferred for want of a buffer (data stays queued)
     Counter drop_link_full;       // the link refused a frame (data frames are re-sent later)
     Counter drop_out_of_window;   // ACKs of unsent data, RSTs outside the window, ...
 
@@ -179,6 +180,7 @@ struct TcpCounters {
         f("tcp_acks_sent", acks_sent);
         f("tcp_drop_malformed", drop_malformed);
         f("tcp_drop_no_buffer", drop_no_buffer);
+        f("tcp_pool_waits", pool_waits);
         f("tcp_drop_link_full", drop_link_full);
         f("tcp_drop_out_of_window", drop_out_of_window);
     }
