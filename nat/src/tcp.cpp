@@ -221,6 +221,22 @@ struct TcpEngine::Impl {
                 k.guest_ip,  k.remote_port, k.guest_port};
     }
 
+    // Ethernet and IPv4 headers (no options, DF as Linux sets it) for an L4 message of `l4_len`.
+    bool emit_l2_l3(MutByteView out, MacAddr dst_mac, std::optional<wire::VlanTag> vlan,
+                    Ipv4Addr src, Ipv4Addr dst, IpProto proto, std::size_t l4_len) noexcept {
+        const wire::EthernetRepr eth{
+            .dst = dst_mac, .src = cfg.gateway_mac, .vlan = vlan, .ethertype = EtherType::ipv4};
+        wire::Ipv4Repr ip;
+        ip.src = src;
+        ip.dst = dst;
+        ip.protocol = proto;
+        ip.ttl = 64;
+        ip.ident = ip_id++;
+        ip.dont_fragment = true;
+        ip.payload_len = static_cast<std::uint16_t>(l4_len);
+        return eth.emit(out) && ip.emit(out.subspan(l2_len(vlan.has_value())));
+    }
+
     // Writes Ethernet, IPv4 and TCP headers in front of the `payload_len` bytes already at
     // l2 + 20 + tcp.header_len() in `r`, sets the length, checksum and offload fields.
     bool emit_headers(PacketRef& r, const Dest& d, const wire::TcpRepr& tcp,
@@ -232,17 +248,8 @@ struct TcpEngine::Impl {
         if (kIpHdr + l4_len > 65535) return false;
         const MutByteView out = r.room();
         if (l2 + kIpHdr + l4_len > out.size()) return false;
-        const wire::EthernetRepr eth{
-            .dst = d.mac, .src = cfg.gateway_mac, .vlan = d.vlan, .ethertype = EtherType::ipv4};
-        wire::Ipv4Repr ip;
-        ip.src = d.src;
-        ip.dst = d.dst;
-        ip.protocol = IpProto::tcp;
-        ip.ttl = 64;
-        ip.ident = ip_id++;
-        ip.dont_fragment = true;
-        ip.payload_len = static_cast<std::uint16_t>(l4_len);
-        if (!eth.emit(out) || !ip.emit(out.subspan(l2)) || !tcp.emit(out.subspan(l2 + kIpHdr)))
+        if (!emit_l2_l3(out, d.mac, d.vlan, d.src, d.dst, IpProto::tcp, l4_len) ||
+            !tcp.emit(out.subspan(l2 + kIpHdr)))
             return false;
         if (!r.set_len(l2 + kIpHdr + l4_len)) return false;
         std::byte* t = out.data() + l2 + kIpHdr;
@@ -387,18 +394,9 @@ struct TcpEngine::Impl {
             return;
         }
         const MutByteView out = r->data();
-        const wire::EthernetRepr eth{.dst = f.guest_mac,
-                                     .src = cfg.gateway_mac,
-                                     .vlan = f.vlan,
-                                     .ethertype = EtherType::ipv4};
-        wire::Ipv4Repr ip;
-        ip.src = cfg.gateway;
-        ip.dst = k.guest_ip;
-        ip.protocol = IpProto::icmp;
-        ip.ttl = 64;
-        ip.ident = ip_id++;
-        ip.payload_len = static_cast<std::uint16_t>(icmp.buffer_len());
-        if (!eth.emit(out) || !ip.emit(out.subspan(l2)) || !icmp.emit(out.subspan(l2 + kIpHdr)))
+        if (!emit_l2_l3(out, f.guest_mac, f.vlan, cfg.gateway, k.guest_ip, IpProto::icmp,
+                        icmp.buffer_len()) ||
+            !icmp.emit(out.subspan(l2 + kIpHdr)))
             return;
         r->meta().vnet = virtio::NetHdr{};
         (void)send_frame(*r);
