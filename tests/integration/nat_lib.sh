@@ -76,6 +76,35 @@ srv_wait() {
     srv_lines "$port" | sed -n "${n}p"
 }
 
+# nat_both_ways LABEL SIZE SEED WANT_UP WANT_DOWN: one upload and one download between g1 and the
+# servers in world, checked at both ends. The guest sends SIZE bytes made from SEED to the sink on
+# $WORLD_IP:5001, which must have got WANT_UP ("SHA256 BYTES", as `nat_tcp.py sha` prints it); then
+# it reads to EOF from the source on $WORLD_IP:5002 and must have got WANT_DOWN, which the source
+# must say it sent. Both connections must end with EOF at the server. Logs the rate of each
+# direction. The two servers serve only these transfers (the N-th call waits for their N-th line).
+nat_both_ways() {
+    local label=$1 size=$2 seed=$3 want_up=$4 want_down=$5 out line sha n st secs nth
+    nth=$(($(srv_count 5001) + 1))
+    out=$(in_ns g1 timeout 120 "$PY" "$NAT_TOOL" send "$WORLD_IP" 5001 "$size" --seed "$seed") ||
+        fail "$label: upload failed: $out"
+    line=$(srv_wait 5001 "$nth")
+    read -r _ sha n st <<<"$line"
+    [ "$sha $n" = "$want_up" ] || fail "$label: the server got '$sha $n', the guest sent '$want_up'"
+    [ "$st" = eof ] || fail "$label: the upload ended with $st at the server"
+    secs=$(awk '{print $NF}' <<<"$out")
+    log "ok: $label: $((size >> 20)) MiB guest->world intact in ${secs} s: $(rate "$size" "$secs")"
+
+    nth=$(($(srv_count 5002) + 1))
+    out=$(in_ns g1 timeout 120 "$PY" "$NAT_TOOL" recv "$WORLD_IP" 5002) ||
+        fail "$label: download failed: $out"
+    read -r _ sha n secs <<<"$out"
+    [ "$sha $n" = "$want_down" ] || fail "$label: the guest got '$sha $n', the server sent '$want_down'"
+    line=$(srv_wait 5002 "$nth")
+    [ "$(awk '{print $2" "$3}' <<<"$line")" = "$want_down" ] || fail "$label: the server's line '$line'"
+    [ "${line##* }" = eof ] || fail "$label: the download ended with ${line##* } at the server"
+    log "ok: $label: $((size >> 20)) MiB world->guest intact in ${secs} s: $(rate "$size" "$secs")"
+}
+
 gw() { counter gateway "$1"; }
 # counter_ge NAME MIN: the gateway counter NAME is at least MIN (for wait_until).
 counter_ge() { [ "$(gw "$1")" -ge "$2" ]; }

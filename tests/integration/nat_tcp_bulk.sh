@@ -14,32 +14,12 @@ nat_serve world "$WORLD_IP" 5002 source --bytes "$SIZE" --seed 42
 WANT_DOWN=$("$PY" "$NAT_TOOL" sha 42 "$SIZE")
 WANT_UP=$("$PY" "$NAT_TOOL" sha 41 "$SIZE")
 
-# bulk_run LABEL: one upload and one download, checked at both ends.
-RUNS=0
+# bulk_run LABEL: one upload and one download, checked at both ends and by the byte counters.
 bulk_run() {
-    local label=$1 out line sha n st secs up0 down0
-    RUNS=$((RUNS + 1))
+    local label=$1 up0 down0
     up0=$(gw tcp_bytes_to_host)
     down0=$(gw tcp_bytes_to_guest)
-
-    out=$(in_ns g1 timeout 120 "$PY" "$NAT_TOOL" send "$WORLD_IP" 5001 "$SIZE" --seed 41) ||
-        fail "$label: upload failed: $out"
-    line=$(srv_wait 5001 "$RUNS")
-    read -r _ sha n st <<<"$line"
-    [ "$sha $n" = "$WANT_UP" ] || fail "$label: the server got '$sha $n', the guest sent '$WANT_UP'"
-    [ "$st" = eof ] || fail "$label: the upload ended with $st at the server"
-    secs=$(awk '{print $NF}' <<<"$out")
-    log "ok: $label: 256 MiB guest->world intact in ${secs} s: $(rate "$SIZE" "$secs")"
-
-    out=$(in_ns g1 timeout 120 "$PY" "$NAT_TOOL" recv "$WORLD_IP" 5002) ||
-        fail "$label: download failed: $out"
-    read -r _ sha n secs <<<"$out"
-    [ "$sha $n" = "$WANT_DOWN" ] || fail "$label: the guest got '$sha $n', the server sent '$WANT_DOWN'"
-    line=$(srv_wait 5002 "$RUNS")
-    [ "$(awk '{print $2" "$3}' <<<"$line")" = "$WANT_DOWN" ] || fail "$label: the server's line '$line'"
-    [ "${line##* }" = eof ] || fail "$label: the download ended with ${line##* } at the server"
-    log "ok: $label: 256 MiB world->guest intact in ${secs} s: $(rate "$SIZE" "$secs")"
-
+    nat_both_ways "$label" "$SIZE" 41 "$WANT_UP" "$WANT_DOWN"
     [ "$(gw tcp_bytes_to_host)" -ge $((up0 + SIZE)) ] ||
         fail "$label: tcp_bytes_to_host rose by $(($(gw tcp_bytes_to_host) - up0)), less than $SIZE"
     [ "$(gw tcp_bytes_to_guest)" -ge $((down0 + SIZE)) ] ||

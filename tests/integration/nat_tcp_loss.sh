@@ -37,29 +37,13 @@ dropped() {
         awk '/drop/ { for (i = 1; i < NF; i++) if ($i == "packets") s += $(i + 1) } END { print s + 0 }'
 }
 
-RUNS=0
+# loss_run LABEL: one upload and one download under loss, checked at both ends; slipway must
+# have retransmitted.
 loss_run() {
-    local label=$1 out line sha n st secs rtx0 ooo0 rtx ooo
-    RUNS=$((RUNS + 1))
+    local label=$1 rtx0 ooo0 rtx ooo
     rtx0=$(($(gw tcp_retransmits) + $(gw tcp_fast_retransmits)))
     ooo0=$(gw tcp_out_of_order)
-
-    out=$(in_ns g1 timeout 120 "$PY" "$NAT_TOOL" send "$WORLD_IP" 5001 "$SIZE" --seed 51) ||
-        fail "$label: upload failed: $out"
-    line=$(srv_wait 5001 "$RUNS")
-    read -r _ sha n st <<<"$line"
-    [ "$sha $n" = "$WANT_UP" ] || fail "$label: the server got '$sha $n', the guest sent '$WANT_UP'"
-    [ "$st" = eof ] || fail "$label: the upload ended with $st at the server"
-    secs=$(awk '{print $NF}' <<<"$out")
-    log "ok: $label: 32 MiB guest->world intact under loss in ${secs} s: $(rate "$SIZE" "$secs")"
-
-    out=$(in_ns g1 timeout 120 "$PY" "$NAT_TOOL" recv "$WORLD_IP" 5002) ||
-        fail "$label: download failed: $out"
-    read -r _ sha n secs <<<"$out"
-    [ "$sha $n" = "$WANT_DOWN" ] || fail "$label: the guest got '$sha $n', the server sent '$WANT_DOWN'"
-    line=$(srv_wait 5002 "$RUNS")
-    [ "${line##* }" = eof ] || fail "$label: the download ended with ${line##* } at the server"
-    log "ok: $label: 32 MiB world->guest intact under loss in ${secs} s: $(rate "$SIZE" "$secs")"
+    nat_both_ways "$label" "$SIZE" 51 "$WANT_UP" "$WANT_DOWN"
 
     rtx=$(($(gw tcp_retransmits) + $(gw tcp_fast_retransmits) - rtx0))
     ooo=$(($(gw tcp_out_of_order) - ooo0))
