@@ -72,6 +72,10 @@ struct TcpEngine::Impl {
         std::optional<wire::VlanTag> vlan;
         TcpSeq guest_isn, rcv_nxt;
         TcpSeq snd_isn, snd_una, snd_nxt;
+        TcpSeq snd_max;  // highest snd_nxt so far (a go-back rewinds snd_nxt, not this)
+        TcpSeq rcv_adv;  // the right edge of the furthest window advertised to the guest
+        TcpSeq fin_seq;  // where our FIN went, once fin_ever
+        bool fin_ever = false;
         TcpSeq recover;           // fast retransmit: no second one until snd_una passes this
         TcpSeq snd_wl1, snd_wl2;  // seq and ack of the segment that last set snd_wnd
         TcpSeq rtt_seq;
@@ -314,6 +318,7 @@ struct TcpEngine::Impl {
         const std::size_t max = std::size_t{65535} << f.rcv_wscale;
         space = std::min(space, max);
         f.rcv_wnd = static_cast<std::uint32_t>(space);
+        if (f.rcv_adv < f.rcv_nxt + f.rcv_wnd) f.rcv_adv = f.rcv_nxt + f.rcv_wnd;
         return static_cast<std::uint16_t>(space >> f.rcv_wscale);
     }
 
@@ -409,6 +414,7 @@ struct TcpEngine::Impl {
         // RFC 7323 §2.2: the window of a SYN segment is never scaled.
         const std::size_t space = f.fd < 0 ? 0 : socks.send_space(f.fd);
         f.rcv_wnd = static_cast<std::uint32_t>(std::min<std::size_t>(space, 65535));
+        f.rcv_adv = f.rcv_nxt + f.rcv_wnd;
         (void)send_control(dest_of(id, f), f.snd_isn, f.rcv_nxt,
                            wire::tcp_flag::syn | wire::tcp_flag::ack,
                            static_cast<std::uint16_t>(f.rcv_wnd), &o);
@@ -460,7 +466,8 @@ struct TcpEngine::Impl {
         f.rcv_wscale = f.ws_ok ? cfg.rcv_wscale : 0;
         f.snd_wnd = t.window();  // RFC 7323 §2.2: the SYN's window is never scaled
         f.snd_wl1 = t.seq();
-        f.snd_isn = TcpSeq{::arc4random()};  // RFC 9293 §3.4.1: unpredictable
+        // RFC 9293 §3.4.1: unpredictable (a test may fix it, so crash inputs replay).
+        f.snd_isn = TcpSeq{cfg.isn ? cfg.isn() : ::arc4random()};
         f.snd_una = f.snd_nxt = f.recover = f.snd_wl2 = f.snd_isn;
         f.last_ms = now;
         c.syn_received.inc();
@@ -513,7 +520,7 @@ struct TcpEngine::Impl {
     void connected(FlowId id, Flow& f) noexcept {
         set_state(f, TcpState::established);
         c.established.inc();
-        f.snd_nxt = f.snd_isn + 1;
+        f.snd_nxt = f.snd_max = f.snd_isn + 1;
         send_synack(id, f);
     }
 
@@ -633,18 +640,20 @@ struct TcpEngine::Impl {
             f.rtx_at = 0;
             f.backoff = 0;
         }
-        if (ack > f.snd_nxt) {
-            // RFC 9293 §3.10.7.4: an ACK for something not yet sent: ACK and drop.
+        if (ack > f.snd_max) {
+            // RFC 9293 §3.10.7.4: an ACK for something never sent: ACK and drop.
             c.drop_out_of_window.inc();
             queue_ack(id, f);
             return;
         }
+        if (ack < f.snd_una) return;  // an old duplicate: it says nothing, not even a window
         const std::uint32_t new_wnd = std::uint32_t{t.window()} << f.snd_wscale;
         const bool bare = t.payload().empty() && !t.is_fin();
         if (ack > f.snd_una) {
+            // It may cover bytes beyond a rewound snd_nxt (sent before a go-back): they arrived.
             std::uint32_t acked = ack - f.snd_una;
-            if (f.fin_sent && !f.fin_acked && ack == f.snd_nxt) {
-                f.fin_acked = true;
+            if (f.fin_ever && !f.fin_acked && ack == f.fin_seq + 1) {
+                f.fin_acked = f.fin_sent = true;
                 --acked;
             }
             if (acked != 0) {
@@ -655,6 +664,7 @@ struct TcpEngine::Impl {
                 }
             }
             f.snd_una = ack;
+            if (f.snd_nxt < ack) f.snd_nxt = ack;  // SO_PEEK_OFF's offset fell to 0 with it
             f.dupacks = 0;
             f.backoff = 0;
             if (f.rtt_on && ack >= f.rtt_seq) {
@@ -822,6 +832,7 @@ struct TcpEngine::Impl {
                     f.rtt_start_ms = now;
                 }
                 f.snd_nxt += static_cast<std::uint32_t>(sent);
+                if (f.snd_max < f.snd_nxt) f.snd_max = f.snd_nxt;
                 c.bytes_to_guest.add(sent);
                 if (f.rtx_at == 0) set_rtx(id, f);
                 f.last_ms = now;
@@ -863,7 +874,10 @@ struct TcpEngine::Impl {
             return;
         }
         f.fin_sent = true;
+        f.fin_ever = true;
+        f.fin_seq = f.snd_nxt;
         f.snd_nxt += 1;
+        if (f.snd_max < f.snd_nxt) f.snd_max = f.snd_nxt;
         set_rtx(id, f);
         enter_closing(id, f);
     }
@@ -1045,6 +1059,22 @@ void TcpEngine::process_segment(const TcpSegmentIn& s, std::uint64_t now_ms) noe
         // not part of this connection yet; its data is not taken.
         m.c.drop_out_of_window.inc();
         return;
+    }
+    // RFC 9293 §3.10.7.4, first check: a segment must overlap the receive window, which runs to
+    // the furthest edge ever advertised (plus the rounding of the scaled field), so nothing the
+    // guest sent in good faith is refused. Anything else — a keep-alive probe, an old
+    // retransmission, a forged segment — gets an ACK and is dropped, its ACK field unread.
+    {
+        const auto len = static_cast<std::uint32_t>(t.payload().size()) + (t.is_fin() ? 1u : 0u);
+        const TcpSeq hi = f.rcv_adv + (std::uint32_t{1} << f.rcv_wscale);
+        const TcpSeq seq = t.seq();
+        const bool ok =
+            len == 0 ? (seq >= f.rcv_nxt && seq <= hi) : (seq < hi && seq + len > f.rcv_nxt);
+        if (!ok) {
+            if (!(len == 0 && seq + 1 == f.rcv_nxt)) m.c.drop_out_of_window.inc();
+            m.queue_ack(id, f);
+            return;
+        }
     }
     // Data first (its bytes were sent before this ACK was), then the ACK.
     m.process_data(id, f, t);

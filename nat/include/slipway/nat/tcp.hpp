@@ -117,6 +117,8 @@ struct TcpConfig {
     std::uint8_t rcv_wscale = 7;
     // Frames per flow per turn before it yields to the others (fairness, TCP.md §7).
     std::uint32_t slice_frames = 64;
+    // Initial sequence numbers; nullptr: arc4random(). Tests and the fuzz target fix it.
+    std::uint32_t (*isn)() = nullptr;
 };
 
 struct TcpCounters {
