@@ -3,3 +3,6 @@ slipway_unit_test(test_nat_flow_table nat/flow_table_test.cpp support/alloc_guar
                   LIBS slipway::nat)
 target_include_directories(test_nat_flow_table PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 slipway_unit_test(test_nat_host_socket nat/host_socket_test.cpp LIBS slipway::nat)
+# The TCP engine against fake sockets, poller and link (fake_net.hpp), both peek modes.
+slipway_unit_test(test_nat_tcp_engine nat/tcp_engine_test.cpp LIBS slipway::nat)
+target_include_directories(test_nat_tcp_engine PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
