@@ -61,6 +61,8 @@ struct TcpEngine::Impl {
         // (unless the peer's FIN came, which without SO_PEEK_OFF shows only at offset 0).
         bool drained = false;
         bool peer_fin = false;  // the socket reported the peer's FIN (EPOLLRDHUP)
+        // An ACK is owed but held back for the next tick, in the hope that a reply carries it.
+        bool delack = false;
         std::uint8_t dupacks = 0;
         std::uint8_t backoff = 0;
         std::uint8_t snd_wscale = 0;      // the guest's shift
@@ -323,6 +325,7 @@ struct TcpEngine::Impl {
     }
 
     void send_ack(FlowId id, Flow& f) noexcept {
+        f.delack = false;
         const std::uint16_t w = window_field(f);
         if (send_control(dest_of(id, f), f.snd_nxt, f.rcv_nxt, wire::tcp_flag::ack, w))
             c.acks_sent.inc();
@@ -562,6 +565,16 @@ struct TcpEngine::Impl {
                 free_flow(id, f, false);
                 return;
             }
+        }
+        // A small request on a flow that has answered before (request/response traffic, like
+        // Linux's "pingpong" mode): its ACK waits for the reply, which usually comes within the
+        // loop turn and carries it, or for the next tick (10 ms). Full segments, short writes,
+        // FINs and a flow's first exchange are acknowledged at once.
+        if (!fin && took == len && len != 0 && len < f.mss && f.snd_max - f.snd_isn > 1 &&
+            !f.ack_due) {
+            f.delack = true;
+            arm_timers(id, f);
+            return;
         }
         queue_ack(id, f);
     }
@@ -833,6 +846,7 @@ struct TcpEngine::Impl {
                 }
                 f.snd_nxt += static_cast<std::uint32_t>(sent);
                 if (f.snd_max < f.snd_nxt) f.snd_max = f.snd_nxt;
+                f.delack = false;  // the data frames carried the ACK
                 c.bytes_to_guest.add(sent);
                 if (f.rtx_at == 0) set_rtx(id, f);
                 f.last_ms = now;
@@ -874,6 +888,7 @@ struct TcpEngine::Impl {
             return;
         }
         f.fin_sent = true;
+        f.delack = false;  // the FIN carries the ACK
         f.fin_ever = true;
         f.fin_seq = f.snd_nxt;
         f.snd_nxt += 1;
@@ -962,6 +977,7 @@ struct TcpEngine::Impl {
             on_rtx(id, f);
             if (f.state == TcpState::free) return;
         }
+        if (f.delack) send_ack(id, f);
         check_window_update(id, f);
     }
 };
@@ -1131,8 +1147,8 @@ void TcpEngine::on_tick(std::uint64_t now_ms) noexcept {
         const FlowId id = m.timers[i];
         Impl::Flow& f = m.flows[id];
         if (f.state != TcpState::free) m.tick_flow(id, f);
-        const bool armed = f.state != TcpState::free &&
-                           (f.rtx_at != 0 || f.wnd_watch || f.state == TcpState::connecting);
+        const bool armed = f.state != TcpState::free && (f.rtx_at != 0 || f.wnd_watch || f.delack ||
+                                                         f.state == TcpState::connecting);
         if (!armed) {
             f.in_timers = false;
             m.timers[i] = m.timers.back();
