@@ -151,6 +151,11 @@ TEST(Config, HelpListsEveryFlagWithDefaults) {
                           "--domain",
                           "--search",
                           "--lease-file",
+                          "--max-flows",
+                          "--no-peek-off",
+                          "--connect-timeout",
+                          "--tcp-idle-timeout",
+                          "default 65536",
                           "default 3600"})
         EXPECT_NE(out.out.find(s), std::string::npos) << s;
 }
@@ -422,6 +427,35 @@ dns-cache-entries = 16
     EXPECT_EQ(o.config->dns_cache_entries, 16u);
     TempToml bad("no-dns = \"yes\"\n");
     expect_usage_error(parse({"--config", bad.path()}), {"no-dns"});
+}
+
+TEST(Config, NatFlagsAndKeys) {
+    const DaemonConfig d = *parse({}).config;
+    EXPECT_EQ(d.max_flows, 65536u);
+    EXPECT_FALSE(d.no_peek_off);
+    EXPECT_EQ(d.connect_timeout_s, 30u);
+    EXPECT_EQ(d.tcp_idle_timeout_s, 7200u);
+    auto o = parse({"--max-flows", "1000", "--no-peek-off", "--connect-timeout", "5",
+                    "--tcp-idle-timeout", "600"});
+    ASSERT_TRUE(o.config) << o.err;
+    EXPECT_EQ(o.config->max_flows, 1000u);
+    EXPECT_TRUE(o.config->no_peek_off);
+    EXPECT_EQ(o.config->connect_timeout_s, 5u);
+    EXPECT_EQ(o.config->tcp_idle_timeout_s, 600u);
+    expect_usage_error(parse({"--max-flows", "0"}), {"--max-flows", "16 to"});
+    expect_usage_error(parse({"--max-flows", "lots"}), {"--max-flows"});
+    expect_usage_error(parse({"--connect-timeout", "0"}), {"--connect-timeout"});
+    expect_usage_error(parse({"--connect-timeout", "601"}), {"--connect-timeout"});
+    expect_usage_error(parse({"--tcp-idle-timeout", "5"}), {"--tcp-idle-timeout"});
+
+    TempToml f("max-flows = 4096\nno-peek-off = true\nconnect-timeout = 9\n");
+    auto fo = parse({"--config", f.path(), "--max-flows", "2048"});
+    ASSERT_TRUE(fo.config) << fo.err;
+    EXPECT_EQ(fo.config->max_flows, 2048u);  // the command line wins
+    EXPECT_TRUE(fo.config->no_peek_off);
+    EXPECT_EQ(fo.config->connect_timeout_s, 9u);
+    TempToml bad("max-flows = \"many\"\n");
+    expect_usage_error(parse({"--config", bad.path()}), {"max-flows"});
 }
 
 }  // namespace
