@@ -167,6 +167,17 @@ int run_daemon(const DaemonConfig& cfg) {
                     dns += (i ? "," : "") + cfg.dns_upstreams[i];
             }
         }
+        // The clamp of --max-flows to RLIMIT_NOFILE is said here, once start-up succeeded: the
+        // default asks for more than most limits allow, which is no reason for a warning.
+        const NetworkPlan& p = status.plan;
+        SLW_INFO("NAT: up to {} flows{} (RLIMIT_NOFILE {}); host data peeked with {}", p.max_flows,
+                 p.max_flows < cfg.max_flows
+                     ? " (--max-flows " + std::to_string(cfg.max_flows) + " clamped)"
+                     : std::string(),
+                 p.nofile,
+                 p.peek_off ? "SO_PEEK_OFF"
+                            : (p.peek_off_kernel ? "a discard iovec (--no-peek-off)"
+                                                 : "a discard iovec (no SO_PEEK_OFF here)"));
         SLW_INFO(
             "slipwayd ready: {} attachment{}, api {}, subnet {}/{}, gateway {}, dhcp {}, dns {}",
             cfg.attach.size(), cfg.attach.size() == 1 ? "" : "s",

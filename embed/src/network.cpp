@@ -349,8 +349,6 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
                         ") leaves no file descriptors for NAT flows";
                 return fail(Errc::invalid_argument);
             }
-            SLW_WARN("NAT: --max-flows {} clamped to {} (RLIMIT_NOFILE {} less {} reserved)", flows,
-                     usable, nofile, kFdReserve);
             flows = static_cast<std::uint32_t>(usable);
         }
         backends::NatConfig nc;
@@ -387,11 +385,8 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
         m.gateway->enable_nat(m.io, *m.sw, nc);
         m.plan.max_flows = flows;
         m.plan.peek_off = nc.peek_off;
-        SLW_INFO("NAT: up to {} flows (RLIMIT_NOFILE {}); host data peeked with {}", flows, nofile,
-                 nc.peek_off
-                     ? "SO_PEEK_OFF"
-                     : (kernel_peek_off ? "a discard iovec (--no-peek-off)"
-                                        : "a discard iovec (no SO_PEEK_OFF on this kernel)"));
+        m.plan.nofile = nofile;
+        m.plan.peek_off_kernel = kernel_peek_off;
     }
     m.sw->add_port(*m.gateway);
     // No guest may claim the gateway's MAC, and frames to it never flood (switch.cpp: pinned).

@@ -83,8 +83,10 @@ struct NetworkPlan {
     std::vector<std::string> dns_upstreams;  // as configured (empty: from resolv.conf)
     MacAddr gateway_mac;
     std::uint32_t mtu;
-    std::uint32_t max_flows = 0;  // after the RLIMIT_NOFILE clamp
-    bool peek_off = false;        // host data peeked with SO_PEEK_OFF
+    std::uint32_t max_flows = 0;   // after the RLIMIT_NOFILE clamp
+    std::uint64_t nofile = 0;      // the RLIMIT_NOFILE in force (raised to the hard limit)
+    bool peek_off = false;         // host data peeked with SO_PEEK_OFF
+    bool peek_off_kernel = false;  // the kernel has SO_PEEK_OFF for TCP
 };
 
 struct CounterValue {
