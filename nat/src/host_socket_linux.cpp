@@ -45,7 +45,11 @@ bool LinuxSockets::probe_peek_off() noexcept {
 
 void LinuxSockets::adopt(int fd) noexcept {
     const int fl = ::fcntl(fd, F_GETFL);
-    if (fl >= 0) (void)::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    if (fl >= 0 && (fl & O_NONBLOCK) == 0) (void)::fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    tune(fd);
+}
+
+void LinuxSockets::tune(int fd) noexcept {
     const int one = 1;
     // Frames to the guest are built by the engine; small writes go out at once on the host side
     // too, as the guest's own stack decided when to send them.
@@ -59,7 +63,7 @@ void LinuxSockets::adopt(int fd) noexcept {
 int LinuxSockets::open_connect(const sockaddr* addr, socklen_t len) noexcept {
     const int fd = ::socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
-    adopt(fd);
+    tune(fd);  // created non-blocking: no fcntl() round trip per connection
     if (::connect(fd, addr, len) != 0 && errno != EINPROGRESS) {
         const int err = errno;
         ::close(fd);

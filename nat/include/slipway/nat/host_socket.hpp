@@ -94,6 +94,9 @@ class LinuxSockets final : public HostSockets {
     void adopt(int fd) noexcept override;
 
   private:
+    // TCP_NODELAY, and SO_PEEK_OFF armed at 0 in that mode.
+    void tune(int fd) noexcept;
+
     bool peek_off_;
     std::unique_ptr<std::byte[]> discard_;
     std::size_t discard_len_;
