@@ -34,7 +34,10 @@
 // (flows cut short wait in a pending list that run_pending() serves); writable -> connect done, or
 // send space returned after a small window (a window update goes out). Timers (on_tick(), every
 // few milliseconds from the driver) cover retransmission (RFC 6298 estimator, 200 ms floor,
-// exponential back-off), zero-window probes, connect, idle and FIN timeouts.
+// exponential back-off), zero-window probes, delayed ACKs, connect, idle and FIN timeouts.
+// A small request on a flow that has answered before has its ACK held for the reply's data
+// frames (or the next tick); every other ACK goes out with its burst. Segments must overlap
+// the receive window (RFC 9293 §3.10.7.4), which reaches to the furthest edge ever advertised.
 //
 // Nothing here allocates after construction, throws or blocks; a dropped frame is a counter.
 // One engine belongs to one network thread.
