@@ -324,18 +324,6 @@ struct TcpEngine::Impl {
         return static_cast<std::uint16_t>(space >> f.rcv_wscale);
     }
 
-    // The window for data frames. What is left of the last promise (rcv_adv - rcv_nxt) is never
-    // more than the socket's free space now: the bytes written since filled exactly that much
-    // of it, and the peer's ACKs only freed more. While that remainder is large it is
-    // advertised as it stands, sparing two system calls per slice (an ACK to guest data always
-    // reads the socket afresh); a small one is recomputed, so it can grow.
-    std::uint16_t data_window(Flow& f) noexcept {
-        const std::uint32_t promised = f.rcv_adv > f.rcv_nxt ? f.rcv_adv - f.rcv_nxt : 0;
-        if (f.guest_fin || promised < 4u * f.mss || promised < f.rcv_wnd / 2)
-            return window_field(f);
-        return static_cast<std::uint16_t>(std::min<std::uint32_t>(promised >> f.rcv_wscale, 65535));
-    }
-
     void send_ack(FlowId id, Flow& f) noexcept {
         f.delack = false;
         const std::uint16_t w = window_field(f);
@@ -837,8 +825,8 @@ struct TcpEngine::Impl {
                 t.ack = f.rcv_nxt;
                 t.flags = static_cast<std::uint8_t>(wire::tcp_flag::ack |
                                                     (plen == left ? wire::tcp_flag::psh : 0));
-                if (!window_known) {
-                    window = data_window(f);
+                if (!window_known) {  // two system calls: once per slice, not per frame
+                    window = window_field(f);
                     window_known = true;
                 }
                 t.window = window;
