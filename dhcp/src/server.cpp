@@ -84,10 +84,6 @@ struct Record {
     State state = State::offered;
 };
 
-std::uint32_t mask_of(std::uint8_t len) {
-    return len == 0 ? 0 : ~std::uint32_t{0} << (32 - len);
-}
-
 std::string hex(std::string_view bytes) {
     static constexpr char kDigits[] = "0123456789abcdef";
     std::string out;
@@ -137,7 +133,7 @@ struct Server::Impl {
     std::vector<std::byte> routes_opt;                           // option 121 value
 
     [[nodiscard]] bool in_subnet(Ipv4Addr a) const {
-        return (a.v & mask_of(cfg.prefix_len)) == cfg.subnet.v;
+        return (a.v & Ipv4Addr::prefix_mask(cfg.prefix_len)) == cfg.subnet.v;
     }
     [[nodiscard]] bool in_pool(Ipv4Addr a) const {
         return a.v >= cfg.range_first.v && a.v <= cfg.range_last.v &&
@@ -351,7 +347,7 @@ const ServerConfig& Server::config() const noexcept {
 }
 
 Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg, std::string& error) {
-    const std::uint32_t mask = mask_of(cfg.prefix_len);
+    const std::uint32_t mask = Ipv4Addr::prefix_mask(cfg.prefix_len);
     const auto inside = [&](Ipv4Addr a) {
         return (a.v & mask) == cfg.subnet.v && a.v != cfg.subnet.v && a.v != (cfg.subnet.v | ~mask);
     };
@@ -590,10 +586,10 @@ std::optional<ReplyTarget> Server::process(ByteView payload, MutByteView out,
         std::array<std::byte, 4> server_id{}, mask{}, router{}, dns{}, bcast{}, lease{}, t1{}, t2{};
         std::array<std::byte, 2> mtu{};
         im.cfg.server_id.store(server_id.data());
-        Ipv4Addr{mask_of(im.cfg.prefix_len)}.store(mask.data());
+        Ipv4Addr{Ipv4Addr::prefix_mask(im.cfg.prefix_len)}.store(mask.data());
         im.cfg.router.store(router.data());
         im.cfg.dns.store(dns.data());
-        Ipv4Addr{im.cfg.subnet.v | ~mask_of(im.cfg.prefix_len)}.store(bcast.data());
+        Ipv4Addr{im.cfg.subnet.v | ~Ipv4Addr::prefix_mask(im.cfg.prefix_len)}.store(bcast.data());
         const auto lt = static_cast<std::uint32_t>(im.cfg.lease_time.count());
         store_be32(lease.data(), lt);
         store_be32(t1.data(), lt / 2);                                     // RFC 2131 §4.4.5

@@ -41,18 +41,14 @@ namespace {
 // gvproxy's gateway MAC (locally administered), so tools that expect it keep working.
 constexpr MacAddr kGatewayMac{{0x5a, 0x94, 0xef, 0xe4, 0x0c, 0xdd}};
 
-std::uint32_t mask_of(std::uint8_t prefix) {
-    return prefix == 0 ? 0 : ~std::uint32_t{0} << (32 - prefix);
-}
-
 bool inside(Ipv4Addr a, Ipv4Addr subnet, std::uint8_t prefix) {
-    return (a.v & mask_of(prefix)) == subnet.v;
+    return (a.v & Ipv4Addr::prefix_mask(prefix)) == subnet.v;
 }
 
 // A usable host address: inside the subnet, neither the network nor the broadcast address.
 bool usable_host(Ipv4Addr a, Ipv4Addr subnet, std::uint8_t prefix) {
-    const std::uint32_t host = a.v & ~mask_of(prefix);
-    return inside(a, subnet, prefix) && host != 0 && host != ~mask_of(prefix);
+    const std::uint32_t host = a.v & ~Ipv4Addr::prefix_mask(prefix);
+    return inside(a, subnet, prefix) && host != 0 && host != ~Ipv4Addr::prefix_mask(prefix);
 }
 
 // File descriptors kept for everything but NAT flows: attachments, the DNS forwarder's sockets,
@@ -194,7 +190,7 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
         error = "--subnet: prefix length must be 1..30, got /" + std::to_string(opts.prefix_len);
         return fail(Errc::invalid_argument);
     }
-    if ((opts.subnet.v & ~mask_of(opts.prefix_len)) != 0) {
+    if ((opts.subnet.v & ~Ipv4Addr::prefix_mask(opts.prefix_len)) != 0) {
         error = "--subnet: " + opts.subnet.to_string() + "/" + std::to_string(opts.prefix_len) +
                 " has host bits set";
         return fail(Errc::invalid_argument);
@@ -215,8 +211,8 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
     plan.dns = plan.gateway;
     if (!opts.no_host_alias) {
         // Default: the last host address but one (.254 of a /24), as gvproxy does.
-        const Ipv4Addr alias =
-            opts.host_alias.value_or(Ipv4Addr{(opts.subnet.v | ~mask_of(opts.prefix_len)) - 1});
+        const Ipv4Addr alias = opts.host_alias.value_or(
+            Ipv4Addr{(opts.subnet.v | ~Ipv4Addr::prefix_mask(opts.prefix_len)) - 1});
         if (!usable_host(alias, opts.subnet, opts.prefix_len) || alias == plan.gateway) {
             error = "--host-alias: " + alias.to_string() +
                     " must be a host address of the subnet other than the gateway";
@@ -236,7 +232,7 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
         dc.server_id = dc.router = dc.dns = plan.gateway;
         dc.subnet = opts.subnet;
         dc.prefix_len = opts.prefix_len;
-        const std::uint32_t bcast = opts.subnet.v | ~mask_of(opts.prefix_len);
+        const std::uint32_t bcast = opts.subnet.v | ~Ipv4Addr::prefix_mask(opts.prefix_len);
         dc.range_first = Ipv4Addr{opts.subnet.v + 1};
         dc.range_last = Ipv4Addr{bcast - 1};
         dc.excluded.push_back(plan.gateway);

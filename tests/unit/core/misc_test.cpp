@@ -51,6 +51,19 @@ TEST(Addresses, ParseAndPrint) {
     EXPECT_EQ(Ipv4Addr::load(buf.data()), *v4);
 }
 
+TEST(Addresses, PrefixMaskAndMembership) {
+    EXPECT_EQ(Ipv4Addr::prefix_mask(0), 0u);
+    EXPECT_EQ(Ipv4Addr::prefix_mask(1), 0x80000000u);
+    EXPECT_EQ(Ipv4Addr::prefix_mask(24), 0xffffff00u);
+    EXPECT_EQ(Ipv4Addr::prefix_mask(32), 0xffffffffu);
+    const Ipv4Addr net = Ipv4Addr::from_octets(192, 168, 127, 0);
+    EXPECT_TRUE(Ipv4Addr::from_octets(192, 168, 127, 254).in_prefix(net, 24));
+    EXPECT_FALSE(Ipv4Addr::from_octets(192, 168, 128, 1).in_prefix(net, 24));
+    EXPECT_TRUE(Ipv4Addr::from_octets(192, 168, 128, 1).in_prefix(net, 16));
+    EXPECT_TRUE(Ipv4Addr::from_octets(8, 8, 8, 8).in_prefix(net, 0));
+    EXPECT_FALSE(Ipv4Addr::from_octets(192, 168, 127, 1).in_prefix(net, 32));
+}
+
 TEST(VirtioNetHdr, RoundTripV1AndLegacy) {
     // A TSO frame as a Linux guest sends it: NEEDS_CSUM, GSO_TCPV4, hdr_len 66, gso_size 1448,
     // csum_start 34 (Ethernet + IPv4), csum_offset 16 (TCP checksum field), num_buffers 1.

@@ -52,6 +52,14 @@ struct Ipv4Addr {
     [[nodiscard]] constexpr bool is_broadcast() const noexcept { return v == 0xffffffffu; }
     [[nodiscard]] constexpr bool is_multicast() const noexcept { return (v >> 28) == 0xe; }
     [[nodiscard]] constexpr bool is_loopback() const noexcept { return (v >> 24) == 127; }
+    // The netmask of a prefix length 0..32, host order (/24 -> 255.255.255.0).
+    [[nodiscard]] static constexpr std::uint32_t prefix_mask(std::uint8_t len) noexcept {
+        return len == 0 ? 0 : ~std::uint32_t{0} << (32 - len);
+    }
+    // Whether this address lies in `net`/`len` (host bits of `net` are ignored).
+    [[nodiscard]] constexpr bool in_prefix(Ipv4Addr net, std::uint8_t len) const noexcept {
+        return ((v ^ net.v) & prefix_mask(len)) == 0;
+    }
     [[nodiscard]] std::string to_string() const;
     static std::optional<Ipv4Addr> parse(std::string_view text) noexcept;
     friend constexpr auto operator<=>(const Ipv4Addr&, const Ipv4Addr&) = default;
