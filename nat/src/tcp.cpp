@@ -36,10 +36,6 @@ std::size_t l2_len(bool vlan) noexcept {
     return vlan ? wire::kEthernetMaxHeaderLen : wire::kEthernetHeaderLen;
 }
 
-std::uint32_t mask_of(std::uint8_t prefix) noexcept {
-    return prefix == 0 ? 0 : ~std::uint32_t{0} << (32 - prefix);
-}
-
 }  // namespace
 
 struct TcpEngine::Impl {
@@ -150,7 +146,7 @@ struct TcpEngine::Impl {
         if (dst == cfg.gateway || (cfg.dns_addr && dst == *cfg.dns_addr)) return false;
         if (dst.is_unspecified() || dst.is_broadcast() || dst.is_multicast() || dst.is_loopback())
             return false;
-        return (dst.v & mask_of(cfg.prefix_len)) != (cfg.subnet.v & mask_of(cfg.prefix_len));
+        return !dst.in_prefix(cfg.subnet, cfg.prefix_len);
     }
 
     std::uint32_t* guest_slot(Ipv4Addr ip, bool create) noexcept {
@@ -190,24 +186,33 @@ struct TcpEngine::Impl {
         poller.rewatch(f.fd, id, interest);
     }
 
+    // A flow back to its initial state, except its membership bits: the pending, timer and ACK
+    // lists hold ids lazily, and an entry left there by a freed flow serves the id's next flow,
+    // which therefore must not be entered a second time.
+    static void clear(Flow& f) noexcept {
+        const bool pend = f.pending, tim = f.in_timers, ack = f.ack_due;
+        f = Flow{};
+        f.pending = pend;
+        f.in_timers = tim;
+        f.ack_due = ack;
+    }
+
+    // Forgets what the burst gathered (views into guest frames, not yet written).
+    void drop_gather() noexcept {
+        g_flow = kNoFlow;
+        g_n = g_len = 0;
+        g_fin = false;
+    }
+
     void free_flow(FlowId id, Flow& f, bool reset_socket) noexcept {
         if (f.fd >= 0) {
             poller.unwatch(f.fd);
             socks.close(f.fd, reset_socket);
         }
         if (std::uint32_t* n = guest_slot(table.key(id).guest_ip, false); n && *n != 0) --*n;
-        if (g_flow == id) {
-            g_flow = kNoFlow;
-            g_n = g_len = 0;
-            g_fin = false;
-        }
+        if (g_flow == id) drop_gather();
         set_state(f, TcpState::free);
-        // Lists hold ids lazily: entries of a freed (or reused) flow are skipped by their bits.
-        const bool pend = f.pending, tim = f.in_timers, ack = f.ack_due;
-        f = Flow{};
-        f.pending = pend;
-        f.in_timers = tim;
-        f.ack_due = ack;
+        clear(f);
         table.erase(id);
     }
 
@@ -448,10 +453,7 @@ struct TcpEngine::Impl {
         }
         const FlowId id = *ins;
         Flow& f = flows[id];
-        const bool pend = f.pending, tim = f.in_timers;  // list entries that may still name it
-        f = Flow{};
-        f.pending = pend;
-        f.in_timers = tim;
+        clear(f);
         set_state(f, TcpState::connecting);
         if (per_guest) ++*per_guest;
         f.guest_mac = s.guest_mac;
@@ -535,11 +537,8 @@ struct TcpEngine::Impl {
         Flow& f = flows[id];
         const std::size_t len = g_len;
         const bool fin = g_fin;
-        g_flow = kNoFlow;
-        g_len = 0;
-        g_fin = false;
-        const std::size_t n_iov = g_n;
-        g_n = 0;
+        const std::size_t n_iov = g_n;  // g_iov itself stays valid until the next gather
+        drop_gather();
         std::size_t took = 0;
         if (len != 0) {
             const ssize_t n = socks.write(f.fd, std::span<const iovec>(g_iov.data(), n_iov));
@@ -557,7 +556,7 @@ struct TcpEngine::Impl {
             socks.shutdown_write(f.fd);
             f.guest_fin = true;
             f.rcv_nxt += 1;
-            enter_closing(id, f);
+            enter_closing(f);
             if (f.fin_acked) {
                 // Our FIN was acknowledged before: this ACK of theirs is the last segment.
                 send_ack(id, f);
@@ -585,7 +584,7 @@ struct TcpEngine::Impl {
         free_flow(id, f, true);
     }
 
-    void enter_closing(FlowId, Flow& f) noexcept {
+    void enter_closing(Flow& f) noexcept {
         if (f.state == TcpState::established) set_state(f, TcpState::closing);
     }
 
@@ -894,7 +893,7 @@ struct TcpEngine::Impl {
         f.snd_nxt += 1;
         if (f.snd_max < f.snd_nxt) f.snd_max = f.snd_nxt;
         set_rtx(id, f);
-        enter_closing(id, f);
+        enter_closing(f);
     }
 
     // ---- timers ---------------------------------------------------------------------------
@@ -997,8 +996,7 @@ bool TcpEngine::wants(Ipv4Addr dst, std::uint16_t) const noexcept {
     // The gateway's own addresses too: what it does not serve gets a RST rather than silence.
     if (dst == cfg.gateway || (cfg.dns_addr && dst == *cfg.dns_addr)) return true;
     if (cfg.host_alias && dst == *cfg.host_alias) return true;
-    return !dst.is_broadcast() && !dst.is_multicast() &&
-           (dst.v & mask_of(cfg.prefix_len)) != (cfg.subnet.v & mask_of(cfg.prefix_len));
+    return !dst.is_broadcast() && !dst.is_multicast() && !dst.in_prefix(cfg.subnet, cfg.prefix_len);
 }
 
 void TcpEngine::process_segment(const TcpSegmentIn& s, std::uint64_t now_ms) noexcept {
@@ -1032,12 +1030,7 @@ void TcpEngine::process_segment(const TcpSegmentIn& s, std::uint64_t now_ms) noe
         const std::uint32_t wnd = std::max<std::uint32_t>(f.rcv_wnd, 1);
         if (f.state == TcpState::connecting || (seq >= f.rcv_nxt && seq < f.rcv_nxt + wnd)) {
             m.c.reset_by_guest.inc();
-            if (m.g_flow == id) {
-                m.g_flow = kNoFlow;
-                m.g_n = m.g_len = 0;
-                m.g_fin = false;
-            }
-            m.free_flow(id, f, true);
+            m.free_flow(id, f, true);  // drops what the burst gathered for it, unwritten
         } else {
             m.c.drop_out_of_window.inc();
             m.send_ack(id, f);
@@ -1196,8 +1189,6 @@ void TcpEngine::run_pending(std::uint64_t now_ms) noexcept {
 
 void TcpEngine::reset_all() noexcept {
     Impl& m = *impl_;
-    m.g_flow = kNoFlow;
-    m.g_n = m.g_len = 0;
     for (FlowId id = 0; id < m.flows.size(); ++id) {
         Impl::Flow& f = m.flows[id];
         if (f.state == TcpState::free) continue;
