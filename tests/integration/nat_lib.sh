@@ -76,6 +76,19 @@ srv_wait() {
     srv_lines "$port" | sed -n "${n}p"
 }
 
+# nat_transfer_world SIZE SEED: the world namespace and g1 (before start_daemon), a sink on
+# $WORLD_IP:5001 and a source of SIZE bytes made from SEED+1 on $WORLD_IP:5002; sets WANT_UP (SIZE
+# bytes from SEED) and WANT_DOWN for nat_both_ways.
+nat_transfer_world() {
+    local size=$1 seed=$2
+    nat_world_up
+    netns_add g1
+    nat_serve world "$WORLD_IP" 5001 sink
+    nat_serve world "$WORLD_IP" 5002 source --bytes "$size" --seed $((seed + 1))
+    WANT_DOWN=$("$PY" "$NAT_TOOL" sha $((seed + 1)) "$size")
+    WANT_UP=$("$PY" "$NAT_TOOL" sha "$seed" "$size")
+}
+
 # nat_both_ways LABEL SIZE SEED WANT_UP WANT_DOWN: one upload and one download between g1 and the
 # servers in world, checked at both ends. The guest sends SIZE bytes made from SEED to the sink on
 # $WORLD_IP:5001, which must have got WANT_UP ("SHA256 BYTES", as `nat_tcp.py sha` prints it); then

@@ -7,12 +7,7 @@
 . "$(dirname "$0")/nat_lib.sh"
 
 SIZE=$((256 << 20))
-nat_world_up
-netns_add g1
-nat_serve world "$WORLD_IP" 5001 sink
-nat_serve world "$WORLD_IP" 5002 source --bytes "$SIZE" --seed 42
-WANT_DOWN=$("$PY" "$NAT_TOOL" sha 42 "$SIZE")
-WANT_UP=$("$PY" "$NAT_TOOL" sha 41 "$SIZE")
+nat_transfer_world "$SIZE" 41
 
 # bulk_run LABEL: one upload and one download, checked at both ends and by the byte counters.
 bulk_run() {
