@@ -52,10 +52,11 @@ void UserspaceGateway::on_frames_from_switch() noexcept {
     for (;;) {
         const std::size_t n = to_port().pop_burst(burst);
         if (n == 0) break;
+        burst_ms_ = tcp_ ? now_ms() : 0;  // one clock read per burst, not per segment
         for (std::size_t i = 0; i < n; ++i)
             process_frame(burst[i]);
         // The NAT engine gathered views into these frames: it writes them before they go.
-        if (tcp_) tcp_->end_burst(now_ms());
+        if (tcp_) tcp_->end_burst(burst_ms_);
         for (std::size_t i = 0; i < n; ++i)
             burst[i].reset();
     }

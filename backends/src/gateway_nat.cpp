@@ -99,7 +99,7 @@ void UserspaceGateway::process_tcp(const PacketRef& frame, const wire::ParsedFra
                                             .in_port = frame.meta().in_port,
                                             .ip = ip,
                                             .tcp = *f.tcp},
-                          now_ms());
+                          burst_ms_);
 }
 
 void UserspaceGateway::arm_sockets() noexcept {
@@ -121,7 +121,7 @@ void UserspaceGateway::on_sockets() noexcept {
         more = n == ev.size();
         if (!more) break;
     }
-    tcp_->end_burst(now_ms());
+    tcp_->end_burst(now_ms());  // after up to 16 x 64 events: the clock has moved
     flush();
     if (tcp_->has_pending()) schedule_pending();
     arm_tick();
