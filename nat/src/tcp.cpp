@@ -30,7 +30,6 @@ constexpr std::size_t kLinkReserve = 8;     // ring slots kept for ACKs and cont
 constexpr std::uint16_t kDefaultMss = 536;  // RFC 9293 §3.7.1: no MSS option
 constexpr std::size_t kIpHdr = wire::kIpv4MinHeaderLen;
 constexpr std::size_t kTcpHdr = wire::kTcpMinHeaderLen;
-constexpr std::size_t kGuestCap = 4096;  // distinct guest addresses tracked for per-guest caps
 
 std::size_t l2_len(bool vlan) noexcept {
     return vlan ? wire::kEthernetMaxHeaderLen : wire::kEthernetHeaderLen;
@@ -110,9 +109,9 @@ struct TcpEngine::Impl {
     std::uint64_t now = 0;
     std::uint64_t last_sweep = 0;
     std::uint16_t ip_id = 1;
-    // Per-guest flow counts (open addressing on the guest address; entries are never removed:
-    // a guest network has few addresses).
-    std::vector<std::pair<std::uint32_t, std::uint32_t>> guests;
+    // Per-guest admission (shared with the datagram engines, or our own for a lone engine).
+    std::unique_ptr<FlowLimits> own_limits;
+    FlowLimits& limits;
 
     // The burst's gather: payloads of one flow that continue each other.
     FlowId g_flow = kNoFlow;
@@ -122,11 +121,19 @@ struct TcpEngine::Impl {
     bool g_fin = false;
 
     Impl(const TcpConfig& config, FlowTable& t, HostSockets& s, Poller& p, GuestLink& l)
-        : cfg(config), table(t), socks(s), poller(p), link(l), flows(t.capacity()) {
+        : cfg(config),
+          table(t),
+          socks(s),
+          poller(p),
+          link(l),
+          flows(t.capacity()),
+          own_limits(config.limits ? nullptr
+                                   : std::make_unique<FlowLimits>(LimitsConfig{
+                                         .max_flows_per_guest = config.max_flows_per_guest})),
+          limits(config.limits ? *config.limits : *own_limits) {
         pending.reserve(t.capacity());
         timers.reserve(t.capacity());
         ack_list.reserve(kAckList);
-        if (cfg.max_flows_per_guest != 0) guests.assign(kGuestCap, {0, 0});
         cfg.rcv_wscale = std::min<std::uint8_t>(cfg.rcv_wscale, wire::kTcpMaxWindowScale);
     }
 
@@ -147,21 +154,6 @@ struct TcpEngine::Impl {
         if (dst.is_unspecified() || dst.is_broadcast() || dst.is_multicast() || dst.is_loopback())
             return false;
         return !dst.in_prefix(cfg.subnet, cfg.prefix_len);
-    }
-
-    std::uint32_t* guest_slot(Ipv4Addr ip, bool create) noexcept {
-        if (guests.empty() || ip.v == 0) return nullptr;
-        std::size_t i = (ip.v * 2654435761u) & (kGuestCap - 1);
-        for (std::size_t n = 0; n < kGuestCap; ++n, i = (i + 1) & (kGuestCap - 1)) {
-            auto& [addr, count] = guests[i];
-            if (addr == ip.v) return &count;
-            if (addr == 0) {
-                if (!create) return nullptr;
-                addr = ip.v;
-                return &count;
-            }
-        }
-        return nullptr;  // table full: no per-guest cap for newcomers
     }
 
     void arm_timers(FlowId id, Flow& f) noexcept {
@@ -209,7 +201,7 @@ struct TcpEngine::Impl {
             poller.unwatch(f.fd);
             socks.close(f.fd, reset_socket);
         }
-        if (std::uint32_t* n = guest_slot(table.key(id).guest_ip, false); n && *n != 0) --*n;
+        limits.closed(table.key(id).guest_ip, f.state == TcpState::connecting);
         if (g_flow == id) drop_gather();
         set_state(f, TcpState::free);
         clear(f);
@@ -439,13 +431,23 @@ struct TcpEngine::Impl {
             send_rst_for(s);
             return;
         }
-        std::uint32_t* per_guest = guest_slot(key.guest_ip, true);
-        if (per_guest && *per_guest >= cfg.max_flows_per_guest) {
-            c.limit_guest.inc();
+        if (cfg.policy && !cfg.policy->permits(key, cfg.host_alias)) {
+            c.denied_policy.inc();
             send_rst_for(s);
             return;
         }
-        auto ins = table.insert(key);
+        switch (limits.admit(key.guest_ip, true, now)) {
+            case Admit::ok:
+                break;
+            case Admit::guest_cap:
+                c.limit_guest.inc();
+                send_rst_for(s);
+                return;
+            case Admit::half_open:
+            case Admit::rate:
+                return;  // dropped: the guest retransmits the SYN (counted by FlowLimits)
+        }
+        auto ins = limits.insert(table, key, now);
         if (!ins) {
             c.limit_global.inc();
             send_rst_for(s);
@@ -455,7 +457,7 @@ struct TcpEngine::Impl {
         Flow& f = flows[id];
         clear(f);
         set_state(f, TcpState::connecting);
-        if (per_guest) ++*per_guest;
+        limits.opened(key.guest_ip, true);
         f.guest_mac = s.guest_mac;
         f.vlan = s.vlan;
         f.in_port = s.in_port;
@@ -524,6 +526,7 @@ struct TcpEngine::Impl {
 
     void connected(FlowId id, Flow& f) noexcept {
         set_state(f, TcpState::established);
+        limits.connected(table.key(id).guest_ip);
         c.established.inc();
         f.snd_nxt = f.snd_max = f.snd_isn + 1;
         send_synack(id, f);

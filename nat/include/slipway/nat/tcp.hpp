@@ -59,6 +59,8 @@
 #include "slipway/core/wire/tcp.hpp"
 #include "slipway/nat/flow_table.hpp"
 #include "slipway/nat/host_socket.hpp"
+#include "slipway/nat/limits.hpp"
+#include "slipway/nat/policy.hpp"
 
 namespace slipway::nat {
 
@@ -113,8 +115,12 @@ struct TcpConfig {
     std::chrono::milliseconds connect_timeout{30000};
     std::chrono::milliseconds idle_timeout{std::chrono::hours(2)};
     std::chrono::milliseconds fin_timeout{std::chrono::seconds(60)};
-    // At most this many TCP flows per guest address (0: only the table's capacity).
+    // Admission limits shared with the other engines; nullptr: the engine keeps its own, with
+    // only max_flows_per_guest (flows per guest address; 0: only the table's capacity).
+    FlowLimits* limits = nullptr;
     std::uint32_t max_flows_per_guest = 0;
+    // The egress policy (--allow/--deny, --host-alias-ports); nullptr: everything allowed.
+    const EgressPolicy* policy = nullptr;
     // Window scale announced to guests: 65535 << scale must cover the largest socket send buffer
     // (net.ipv4.tcp_wmem's maximum); 0..14.
     std::uint8_t rcv_wscale = 7;
@@ -139,6 +145,7 @@ struct TcpCounters {
     Counter limit_global;         // SYNs refused (RST): flow table full
     Counter limit_guest;          // SYNs refused (RST): the guest's flow cap reached
     Counter denied;               // SYNs refused (RST): destination not translatable
+    Counter denied_policy;        // SYNs refused (RST): --deny / --host-alias-ports
     Counter segments_in;          // guest segments processed
     Counter bytes_to_host;        // guest payload bytes the sockets took
     Counter short_writes;         // writes the socket took only in part (tail left unacked)
@@ -172,6 +179,7 @@ struct TcpCounters {
         f("tcp_limit_global", limit_global);
         f("tcp_limit_guest", limit_guest);
         f("tcp_denied", denied);
+        f("tcp_denied_policy", denied_policy);
         f("tcp_segments_in", segments_in);
         f("tcp_bytes_to_host", bytes_to_host);
         f("tcp_short_writes", short_writes);
