@@ -99,6 +99,10 @@ Result<FlowId> FlowLimits::insert(FlowTable& table, const FlowKey& key,
     if (r || r.error() != Errc::too_large) return r;
     if (evictor_ && evictor_(now_ms)) {
         c_.evicted.inc();
+        SLW_LOG_RATELIMITED(::spdlog::level::info,
+                            "nat: flow table full ({} flows, --max-flows): the idlest UDP/ICMP "
+                            "flow made room for a new flow from {}",
+                            table.capacity(), key.guest_ip.to_string());
         r = table.insert(key);
         if (r) return r;
     }

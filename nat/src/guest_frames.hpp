@@ -1,0 +1,83 @@
+// Frames the datagram engines build towards a guest: Ethernet + IPv4 headers, and ICMP error
+// messages quoting one of the guest's own datagrams. Internal to nat/.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+#include "slipway/core/checksum.hpp"
+#include "slipway/core/packet_pool.hpp"
+#include "slipway/core/types.hpp"
+#include "slipway/core/wire/ethernet.hpp"
+#include "slipway/core/wire/icmpv4.hpp"
+#include "slipway/core/wire/ipv4.hpp"
+
+namespace slipway::nat::detail {
+
+// Where a guest sits: its MAC, its VLAN, the switch port behind which it was seen.
+struct GuestAddr {
+    MacAddr mac;
+    std::optional<wire::VlanTag> vlan;
+    std::uint16_t port = 0;
+};
+
+inline std::size_t l2_len(bool vlan) noexcept {
+    return vlan ? wire::kEthernetMaxHeaderLen : wire::kEthernetHeaderLen;
+}
+
+// Ethernet and IPv4 headers (no options) for an L4 message of `l4_len` bytes.
+inline bool emit_l2_l3(MutByteView out, MacAddr src_mac, const GuestAddr& to, Ipv4Addr src,
+                       Ipv4Addr dst, IpProto proto, std::size_t l4_len, std::uint16_t ident,
+                       bool dont_fragment) noexcept {
+    if (wire::kIpv4MinHeaderLen + l4_len > wire::kIpv4MaxPacketLen) return false;
+    const wire::EthernetRepr eth{
+        .dst = to.mac, .src = src_mac, .vlan = to.vlan, .ethertype = EtherType::ipv4};
+    wire::Ipv4Repr ip;
+    ip.src = src;
+    ip.dst = dst;
+    ip.protocol = proto;
+    ip.ttl = 64;
+    ip.ident = ident;
+    ip.dont_fragment = dont_fragment;
+    ip.payload_len = static_cast<std::uint16_t>(l4_len);
+    return eth.emit(out) && ip.emit(out.subspan(l2_len(to.vlan.has_value())));
+}
+
+// RFC 1812 §4.3.2.3: an ICMP error quotes as much of the original datagram as fits in 576 bytes.
+inline constexpr std::size_t kMaxIcmpQuote = 576 - wire::kIpv4MinHeaderLen - 8;
+
+// An ICMP error (RFC 792: destination unreachable, time exceeded, ...) from `src` to the guest's
+// `guest_ip`, quoting `quote` (the guest's IPv4 header and the start of its payload; cut to
+// kMaxIcmpQuote). Unset when the pool is empty.
+inline std::optional<PacketRef> build_icmp_error(PacketPool& pool, MacAddr src_mac,
+                                                 const GuestAddr& to, Ipv4Addr src,
+                                                 Ipv4Addr guest_ip, std::uint8_t type,
+                                                 std::uint8_t code, std::uint32_t rest,
+                                                 ByteView quote, std::uint16_t ident) noexcept {
+    quote = quote.first(std::min(quote.size(), kMaxIcmpQuote));
+    const wire::Icmpv4Repr icmp{.type = static_cast<wire::Icmpv4Type>(type),
+                                .code = code,
+                                .rest_of_header = rest,
+                                .payload = quote};
+    const std::size_t l2 = l2_len(to.vlan.has_value());
+    auto r = pool.try_alloc(l2 + wire::kIpv4MinHeaderLen + icmp.buffer_len());
+    if (!r) return std::nullopt;
+    const MutByteView out = r->data();
+    if (!emit_l2_l3(out, src_mac, to, src, guest_ip, IpProto::icmp, icmp.buffer_len(), ident,
+                    false) ||
+        !icmp.emit(out.subspan(l2 + wire::kIpv4MinHeaderLen)))
+        return std::nullopt;
+    r->meta().vnet = virtio::NetHdr{};
+    return std::move(*r);
+}
+
+// ICMP destination unreachable codes the engines send (RFC 792, RFC 1812 §5.2.7.1).
+inline constexpr std::uint8_t kIcmpDestUnreachable = 3;
+inline constexpr std::uint8_t kCodeNetUnreachable = 0;
+inline constexpr std::uint8_t kCodeHostUnreachable = 1;
+inline constexpr std::uint8_t kCodePortUnreachable = 3;
+inline constexpr std::uint8_t kCodeAdminProhibited = 13;
+
+}  // namespace slipway::nat::detail
