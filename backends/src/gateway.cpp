@@ -13,10 +13,13 @@
 //     address and MAC the server chose (RFC 2131 §4.1);
 //   - a UDP datagram to the DNS address's port 53 -> the DNS forwarder (dns/), which answers
 //     now or later through dispatch_dns_reply(), as a datagram from port 53 back to the sender;
+//   - an IPv4 fragment addressed to it -> reassembly (nat/fragment.hpp); the whole datagram then
+//     goes through these same rules;
 //   - a TCP segment to an address beyond the guest network, to the host alias or to the DNS
-//     address's port 53 -> the NAT engine (nat/, driven from gateway_nat.cpp);
-//   - anything else addressed to it -> counted as unhandled and dropped (UDP and ICMP NAT join
-//     in the next issue);
+//     address's port 53, a UDP datagram beyond the guest network, to the alias or to one of the
+//     gateway's ports no service holds, an ICMP echo request beyond the guest network or to
+//     the alias -> the NAT engines (nat/, driven from gateway_nat.cpp);
+//   - anything else addressed to it -> counted as unhandled and dropped;
 //   - frames for others (flooded ARP between guests, multicast) -> counted as ignored.
 // Replies are built by value types that emit bytes into pool buffers and pushed into to_switch()
 // as one burst, followed by one notify_switch(). The switch queues, rather than nests, that
@@ -55,13 +58,13 @@ void UserspaceGateway::on_frames_from_switch() noexcept {
         burst_ms_ = tcp_ ? now_ms() : 0;  // one clock read per burst, not per segment
         for (std::size_t i = 0; i < n; ++i)
             process_frame(burst[i]);
-        // The NAT engine gathered views into these frames: it writes them before they go.
-        if (tcp_) tcp_->end_burst(burst_ms_);
+        // The NAT engines gathered views into these frames: they write them before they go.
+        if (tcp_) end_nat_burst(burst_ms_);
         for (std::size_t i = 0; i < n; ++i)
             burst[i].reset();
     }
     if (tcp_) {
-        if (tcp_->has_pending()) schedule_pending();
+        if (nat_pending()) schedule_pending();
         arm_tick();
     }
     if (replies_in_burst_ != 0) notify_switch();
@@ -79,6 +82,10 @@ void UserspaceGateway::process_frame(const PacketRef& frame) noexcept {
         return;
     }
     const MacAddr dst = f.eth.dst();
+    if (f.ipv4 && f.ip_fragment && reasm_ && dst == cfg_.mac) {
+        process_fragment(frame, f);
+        return;
+    }
     if (f.ipv4 && f.udp && f.udp->dst_port() == L4Port{dhcp::kServerPort} &&
         (dst == cfg_.mac || dst.is_broadcast()) &&
         (f.ipv4->dst().is_broadcast() || f.ipv4->dst() == cfg_.gateway)) {
@@ -100,6 +107,14 @@ void UserspaceGateway::process_frame(const PacketRef& frame) noexcept {
     }
     if (tcp_ && f.ipv4 && f.tcp && tcp_->wants(f.ipv4->dst(), f.tcp->dst_port().v)) {
         process_tcp(frame, f);
+        return;
+    }
+    if (udp_ && f.ipv4 && f.udp && udp_->wants(f.ipv4->dst())) {
+        process_udp(frame, f);
+        return;
+    }
+    if (icmp_ && f.ipv4 && f.icmpv4 && icmp_->wants(f.ipv4->dst())) {
+        process_icmp_nat(frame, f);
         return;
     }
     if (f.ipv4 && !f.ipv4->header_checksum_ok()) {

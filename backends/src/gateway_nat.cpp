@@ -1,10 +1,15 @@
-// UserspaceGateway's NAT driver: hands guest TCP segments to the engine and drives it from the
-// network thread's loop — host socket readiness (one epoll set, itself watched by the loop), a
-// 10 ms tick for its timers while flows exist, and pending sends that a full ring cut short.
+// UserspaceGateway's NAT driver: hands guest TCP segments, UDP datagrams and ICMP echo requests
+// (reassembled first when they came in fragments) to the engines, which share one flow table,
+// one set of per-guest limits and one egress policy, and drives them from the network thread's
+// loop — host socket readiness (one epoll set for every engine's sockets, itself watched by the
+// loop; each event carries its flow id, whose key says which engine owns it), a 10 ms tick while
+// TCP flows exist (a 1 s one while only datagram flows or reassemblies do), and pending reads
+// that a full ring cut short.
 #include <boost/asio/post.hpp>
 #include <chrono>
 
 #include "slipway/backends/userspace_gateway.hpp"
+#include "slipway/core/checksum.hpp"
 #include "slipway/core/log.hpp"
 #include "slipway/core/switch.hpp"
 
@@ -12,6 +17,7 @@ namespace slipway::backends {
 
 namespace {
 constexpr auto kTick = std::chrono::milliseconds(10);
+constexpr auto kSlowTick = std::chrono::milliseconds(1000);
 constexpr std::size_t kEventBurst = 64;
 constexpr int kEventRounds = 16;  // bursts per loop turn before yielding to the other handlers
 }  // namespace
@@ -32,9 +38,28 @@ void UserspaceGateway::enable_nat(IoContext& io, const Switch& sw, const NatConf
     flows_ = std::make_unique<nat::FlowTable>(
         nat::FlowTableConfig{.capacity = cfg.max_flows, .max_fd = cfg.max_fd});
     socks_ = std::make_unique<nat::LinuxSockets>(cfg.peek_off);
+    dsocks_ = std::make_unique<nat::LinuxDgramSockets>();
     poller_ = std::make_unique<nat::EpollPoller>();
-    tcp_ = std::make_unique<nat::TcpEngine>(cfg.tcp, *flows_, *socks_, *poller_,
-                                            static_cast<nat::GuestLink&>(*this));
+    policy_ = std::make_unique<nat::EgressPolicy>(cfg.policy);
+    limits_ = std::make_unique<nat::FlowLimits>(cfg.limits);
+    auto& link = static_cast<nat::GuestLink&>(*this);
+    nat::TcpConfig tc = cfg.tcp;
+    tc.limits = limits_.get();
+    tc.policy = policy_.get();
+    tcp_ = std::make_unique<nat::TcpEngine>(tc, *flows_, *socks_, *poller_, link);
+    nat::UdpConfig uc = cfg.udp;
+    uc.limits = limits_.get();
+    uc.policy = policy_.get();
+    udp_ = std::make_unique<nat::UdpEngine>(uc, *flows_, *dsocks_, *poller_, link);
+    nat::IcmpConfig ic = cfg.icmp;
+    ic.limits = limits_.get();
+    ic.policy = policy_.get();
+    icmp_ = std::make_unique<nat::IcmpEngine>(ic, *flows_, *dsocks_, *poller_, link);
+    reasm_ = std::make_unique<nat::Reassembler>(pool_, cfg.reassembly);
+    // A full table gives up the datagram flow idle longest (UDP or ICMP) for a new flow.
+    limits_->set_evictor([this](std::uint64_t now) {
+        return udp_->evict_idle(now) || icmp_->evict_idle(now);
+    });
     epoll_watch_ = std::make_unique<FdWatcher>(io, poller_->fd());
     tick_ = std::make_unique<boost::asio::steady_timer>(io);
     arm_sockets();
@@ -47,6 +72,8 @@ void UserspaceGateway::stop_nat() noexcept {
     if (epoll_watch_) epoll_watch_->release();
     if (tick_) tick_->cancel();
     tcp_->reset_all();
+    udp_->reset_all();
+    icmp_->reset_all();
     flush();
 }
 
@@ -84,15 +111,10 @@ PortCaps UserspaceGateway::caps_of(std::uint16_t port) noexcept {
 void UserspaceGateway::process_tcp(const PacketRef& frame, const wire::ParsedFrame& f) noexcept {
     const wire::Ipv4View& ip = *f.ipv4;
     if (!ip.header_checksum_ok() || f.ip_fragment) {
-        gw_.drop_malformed.inc();  // TCP is never fragmented by a sane guest (it sets DF)
+        gw_.drop_malformed.inc();  // reassembly came first: a fragment here is not whole
         return;
     }
-    const Ipv4Addr src = ip.src();
-    if (src.is_multicast() || src.is_broadcast() || src.is_unspecified() || src.is_loopback() ||
-        f.eth.src().is_multicast()) {
-        gw_.drop_malformed.inc();
-        return;
-    }
+    if (!nat_source_ok(f)) return;
     gw_.tcp_handled.inc();
     tcp_->process_segment(nat::TcpSegmentIn{.guest_mac = f.eth.src(),
                                             .vlan = f.eth.vlan(),
@@ -100,6 +122,89 @@ void UserspaceGateway::process_tcp(const PacketRef& frame, const wire::ParsedFra
                                             .ip = ip,
                                             .tcp = *f.tcp},
                           burst_ms_);
+}
+
+bool UserspaceGateway::nat_source_ok(const wire::ParsedFrame& f) noexcept {
+    const Ipv4Addr src = f.ipv4->src();
+    if (src.is_multicast() || src.is_broadcast() || src.is_unspecified() || src.is_loopback() ||
+        f.eth.src().is_multicast() || owns(src)) {
+        gw_.drop_malformed.inc();
+        return false;
+    }
+    return true;
+}
+
+void UserspaceGateway::process_udp(const PacketRef& frame, const wire::ParsedFrame& f) noexcept {
+    const wire::Ipv4View& ip = *f.ipv4;
+    if (!ip.header_checksum_ok()) {
+        gw_.drop_malformed.inc();
+        return;
+    }
+    if (!nat_source_ok(f)) return;
+    const wire::UdpView& udp = *f.udp;
+    // RFC 768: checksum 0 means none was computed; a frame whose checksum the guest left to us
+    // (partial checksum offload) carries only the pseudo-header sum.
+    if (udp.checksum() != 0 && !frame.meta().vnet.needs_csum() &&
+        csum_fold(csum_partial(udp.datagram(), pseudo_header_sum_v4(ip.src(), ip.dst(),
+                                                                       IpProto::udp,
+                                                                       udp.length()))) != 0xffff) {
+        gw_.drop_bad_checksum.inc();
+        return;
+    }
+    gw_.udp_handled.inc();
+    udp_->process_datagram(nat::UdpDatagramIn{.guest_mac = f.eth.src(),
+                                              .vlan = f.eth.vlan(),
+                                              .in_port = frame.meta().in_port,
+                                              .ip = ip,
+                                              .udp = udp},
+                           burst_ms_);
+}
+
+void UserspaceGateway::process_icmp_nat(const PacketRef& frame,
+                                        const wire::ParsedFrame& f) noexcept {
+    const wire::Ipv4View& ip = *f.ipv4;
+    if (!ip.header_checksum_ok() || !f.icmpv4->checksum_ok()) {
+        gw_.drop_malformed.inc();
+        return;
+    }
+    if (!nat_source_ok(f)) return;
+    gw_.icmp_handled.inc();
+    icmp_->process_message(nat::IcmpMessageIn{.guest_mac = f.eth.src(),
+                                              .vlan = f.eth.vlan(),
+                                              .in_port = frame.meta().in_port,
+                                              .ip = ip,
+                                              .icmp = *f.icmpv4},
+                           burst_ms_);
+}
+
+void UserspaceGateway::process_fragment(const PacketRef& frame,
+                                        const wire::ParsedFrame& f) noexcept {
+    if (!f.ipv4->header_checksum_ok()) {
+        gw_.drop_malformed.inc();
+        return;
+    }
+    gw_.fragments.inc();
+    auto whole = reasm_->process(frame, *f.ipv4, burst_ms_);
+    if (!whole) return;
+    // The datagram is complete: it goes through the same rules as one that came whole. The
+    // engines may hold views into it until their burst ends, so end it now, before it goes.
+    process_frame(*whole);
+    end_nat_burst(burst_ms_);
+}
+
+void UserspaceGateway::end_nat_burst(std::uint64_t now) noexcept {
+    tcp_->end_burst(now);
+    udp_->end_burst(now);
+}
+
+bool UserspaceGateway::nat_pending() const noexcept {
+    return tcp_->has_pending() || udp_->has_pending() || icmp_->has_pending();
+}
+
+void UserspaceGateway::run_nat_pending(std::uint64_t now) noexcept {
+    if (tcp_->has_pending()) tcp_->run_pending(now);
+    if (udp_->has_pending()) udp_->run_pending(now);
+    if (icmp_->has_pending()) icmp_->run_pending(now);
 }
 
 void UserspaceGateway::arm_sockets() noexcept {
@@ -116,14 +221,33 @@ void UserspaceGateway::on_sockets() noexcept {
     for (int round = 0; round < kEventRounds; ++round) {
         const std::size_t n = poller_->poll_burst(ev);
         const std::uint64_t now = now_ms();
-        for (std::size_t i = 0; i < n; ++i)
-            tcp_->process_socket_event(ev[i].id, ev[i].events, now);
+        for (std::size_t i = 0; i < n; ++i) {
+            const nat::FlowId id = ev[i].id;
+            if (id == nat::kRawIcmpSocket) {
+                icmp_->process_socket_event(id, ev[i].events, now);
+                continue;
+            }
+            if (!flows_->in_use(id)) continue;  // a stale event of a flow freed meanwhile
+            switch (flows_->key(id).proto) {
+                case IpProto::tcp:
+                    tcp_->process_socket_event(id, ev[i].events, now);
+                    break;
+                case IpProto::udp:
+                    udp_->process_socket_event(id, ev[i].events, now);
+                    break;
+                case IpProto::icmp:
+                    icmp_->process_socket_event(id, ev[i].events, now);
+                    break;
+                default:
+                    break;
+            }
+        }
         more = n == ev.size();
         if (!more) break;
     }
     tcp_->end_burst(now_ms());  // after up to 16 x 64 events: the clock has moved
     flush();
-    if (tcp_->has_pending()) schedule_pending();
+    if (nat_pending()) schedule_pending();
     arm_tick();
     if (more) {
         // Events left in the epoll set raise no new edge for the loop: come back at once.
@@ -137,18 +261,26 @@ void UserspaceGateway::on_sockets() noexcept {
 
 void UserspaceGateway::arm_tick() noexcept {
     if (tick_armed_ || nat_stopped_) return;
-    const std::uint32_t live = tcp_->flows_in(nat::TcpState::connecting) +
-                               tcp_->flows_in(nat::TcpState::established) +
-                               tcp_->flows_in(nat::TcpState::closing);
-    if (live == 0) return;  // no flows, no timers: the loop sleeps
+    const std::uint32_t tcp_live = tcp_->flows_in(nat::TcpState::connecting) +
+                                   tcp_->flows_in(nat::TcpState::established) +
+                                   tcp_->flows_in(nat::TcpState::closing);
+    const bool slow = udp_->flows() != 0 || icmp_->flows() != 0 || reasm_->in_progress() != 0;
+    if (tcp_live == 0 && !slow) return;  // no flows, no timers: the loop sleeps
     tick_armed_ = true;
-    tick_->expires_after(kTick);
+    tick_->expires_after(tcp_live != 0 ? kTick : kSlowTick);
     tick_->async_wait([this, alive = alive_](const boost::system::error_code& ec) {
         if (!*alive || ec) return;
         tick_armed_ = false;
-        tcp_->on_tick(now_ms());
+        const std::uint64_t now = now_ms();
+        tcp_->on_tick(now);
+        if (now - last_slow_tick_ >= static_cast<std::uint64_t>(kSlowTick.count()) / 2) {
+            last_slow_tick_ = now;
+            udp_->on_tick(now);
+            icmp_->on_tick(now);
+            reasm_->expire(now);
+        }
         flush();
-        if (tcp_->has_pending()) schedule_pending();
+        if (nat_pending()) schedule_pending();
         arm_tick();
     });
 }
@@ -159,9 +291,9 @@ void UserspaceGateway::schedule_pending() noexcept {
     boost::asio::post(*io_, [this, alive = alive_] {
         if (!*alive) return;
         pending_posted_ = false;
-        tcp_->run_pending(now_ms());
+        run_nat_pending(now_ms());
         flush();
-        if (tcp_->has_pending()) schedule_pending();
+        if (nat_pending()) schedule_pending();
     });
 }
 

@@ -122,6 +122,79 @@ class InProcessPortImpl final : public InProcessPort {
     FdWatcher watch_;
 };
 
+// --icmp: what was asked for, checked against what this host allows (DESIGN §2: auto takes ping
+// sockets, then a raw socket, then gateway-only answers, and says which).
+Result<nat::IcmpMode> choose_icmp_mode(std::string_view asked, std::string& error) {
+    const bool ping = nat::LinuxDgramSockets::probe_ping();
+    const bool raw = nat::LinuxDgramSockets::probe_raw();
+    if (asked == "auto") {
+        const nat::IcmpMode m =
+            ping ? nat::IcmpMode::ping : (raw ? nat::IcmpMode::raw : nat::IcmpMode::gateway);
+        if (m == nat::IcmpMode::gateway)
+            SLW_WARN(
+                "icmp: no ping sockets (net.ipv4.ping_group_range excludes our groups) and no "
+                "CAP_NET_RAW: only the gateway answers pings (--icmp=gateway)");
+        return m;
+    }
+    if (asked == "ping") {
+        if (!ping) {
+            error =
+                "--icmp ping: this process may not open ping sockets (its groups are outside "
+                "net.ipv4.ping_group_range)";
+            return fail(Errc::invalid_argument);
+        }
+        return nat::IcmpMode::ping;
+    }
+    if (asked == "raw") {
+        if (!raw) {
+            error = "--icmp raw: no raw ICMP socket (needs CAP_NET_RAW)";
+            return fail(Errc::invalid_argument);
+        }
+        return nat::IcmpMode::raw;
+    }
+    if (asked == "gateway") return nat::IcmpMode::gateway;
+    error = "--icmp: expected auto, ping, raw or gateway, not '" + std::string(asked) + "'";
+    return fail(Errc::invalid_argument);
+}
+
+// The egress policy from "allow RULE" / "deny RULE" lines and --host-alias-ports.
+Result<nat::EgressPolicy> build_policy(const NetworkOptions& opts, std::string& error) {
+    std::vector<nat::PolicyRule> rules;
+    for (const std::string& line : opts.egress_rules) {
+        const auto sp = line.find(' ');
+        const std::string_view verb = std::string_view(line).substr(0, sp);
+        const std::string_view rule =
+            sp == std::string::npos ? std::string_view{} : std::string_view(line).substr(sp + 1);
+        nat::PolicyAction action;
+        if (verb == "allow") {
+            action = nat::PolicyAction::allow;
+        } else if (verb == "deny") {
+            action = nat::PolicyAction::deny;
+        } else {
+            error = "egress rule '" + line + "': expected 'allow RULE' or 'deny RULE'";
+            return fail(Errc::invalid_argument);
+        }
+        std::string why;
+        auto r = nat::PolicyRule::parse(rule, action, why);
+        if (!r) {
+            error = "--" + std::string(verb) + " " + why;
+            return fail(Errc::invalid_argument);
+        }
+        rules.push_back(std::move(*r));
+    }
+    nat::EgressPolicy policy(std::move(rules));
+    if (!opts.host_alias_ports.empty()) {
+        std::string why;
+        auto ports = nat::PortSet::parse(opts.host_alias_ports, why);
+        if (!ports) {
+            error = "--host-alias-ports: " + why;
+            return fail(Errc::invalid_argument);
+        }
+        policy.set_alias_ports(std::move(*ports));
+    }
+    return policy;
+}
+
 }  // namespace
 
 struct Network::Impl {
@@ -378,7 +451,38 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
                 return sv[0];
             };
         }
+        nat::UdpConfig& uc = nc.udp;
+        uc.gateway_mac = plan.gateway_mac;
+        uc.gateway = plan.gateway;
+        uc.dns_addr = plan.dns;
+        uc.host_alias = plan.host_alias;
+        uc.subnet = opts.subnet;
+        uc.prefix_len = opts.prefix_len;
+        uc.mtu = plan.mtu;
+        uc.timeout = opts.udp_timeout;
+        uc.short_timeout = opts.udp_dns_timeout;
+        nat::IcmpConfig& ic = nc.icmp;
+        ic.gateway_mac = plan.gateway_mac;
+        ic.gateway = plan.gateway;
+        ic.dns_addr = plan.dns;
+        ic.host_alias = plan.host_alias;
+        ic.subnet = opts.subnet;
+        ic.prefix_len = opts.prefix_len;
+        ic.mtu = plan.mtu;
+        auto mode = choose_icmp_mode(opts.icmp_mode, error);
+        if (!mode) return fail(mode.error());
+        ic.mode = *mode;
+        nc.limits.max_flows_per_guest = opts.max_flows_per_guest;
+        nc.limits.max_half_open = opts.max_half_open;
+        nc.limits.new_flows_per_sec = opts.new_flow_rate;
+        auto policy = build_policy(opts, error);
+        if (!policy) return fail(policy.error());
+        nc.policy = std::move(*policy);
         m.gateway->enable_nat(m.io, *m.sw, nc);
+        m.plan.icmp_mode = std::string(nat::to_string(m.gateway->icmp()->mode()));
+        for (const nat::PolicyRule& r : m.gateway->policy()->rules())
+            m.plan.egress_rules.push_back(r.text);
+        m.plan.host_alias_ports = m.gateway->policy()->alias_ports().to_string();
         m.plan.max_flows = flows;
         m.plan.peek_off = nc.peek_off;
         m.plan.nofile = nofile;
@@ -496,6 +600,23 @@ NetworkStats Network::stats() const {
         st.gateway_counters.push_back({"tcp_flows_connecting", connecting});
         st.gateway_counters.push_back({"tcp_flows_established", established});
         st.gateway_counters.push_back({"tcp_flows_closing", closing});
+        const auto add = [&](const auto& counters) {
+            auto v = collect(counters);
+            st.gateway_counters.insert(st.gateway_counters.end(), v.begin(), v.end());
+        };
+        if (const nat::UdpEngine* udp = m.gateway->udp()) {
+            add(udp->counters());
+            st.gateway_counters.push_back({"udp_flows", udp->flows()});
+        }
+        if (const nat::IcmpEngine* icmp = m.gateway->icmp()) {
+            add(icmp->counters());
+            st.gateway_counters.push_back({"icmp_flows", icmp->flows()});
+        }
+        if (const nat::FlowLimits* lim = m.gateway->limits()) add(lim->counters());
+        if (const nat::Reassembler* ra = m.gateway->reassembler()) {
+            add(ra->counters());
+            st.gateway_counters.push_back({"frag_in_progress", ra->in_progress()});
+        }
         if (const nat::FlowTable* ft = m.gateway->flow_table()) {
             auto t = collect(ft->counters());
             st.gateway_counters.insert(st.gateway_counters.end(), t.begin(), t.end());

@@ -1,5 +1,6 @@
 // The userspace engine's gateway port: the switch port behind which slipway itself answers as the
-// network's router: ARP, ICMP echo to the gateway, DHCP, DNS, and the NAT engine's TCP flows.
+// network's router: ARP, ICMP echo to the gateway, DHCP, DNS, and the NAT engine's TCP, UDP and
+// ICMP echo flows (with IPv4 reassembly in front of them).
 #pragma once
 
 #include <boost/asio/steady_timer.hpp>
@@ -17,10 +18,16 @@
 #include "slipway/core/wire/frame.hpp"
 #include "slipway/dhcp/server.hpp"
 #include "slipway/dns/forwarder.hpp"
+#include "slipway/nat/dgram_socket.hpp"
 #include "slipway/nat/epoll_poller.hpp"
 #include "slipway/nat/flow_table.hpp"
+#include "slipway/nat/fragment.hpp"
 #include "slipway/nat/host_socket.hpp"
+#include "slipway/nat/icmp.hpp"
+#include "slipway/nat/limits.hpp"
+#include "slipway/nat/policy.hpp"
 #include "slipway/nat/tcp.hpp"
+#include "slipway/nat/udp.hpp"
 
 namespace slipway {
 class Switch;
@@ -52,6 +59,9 @@ struct GatewayCounters {
     Counter dns_handled;  // datagrams to port 53 given to the DNS forwarder (see its counters)
     Counter drop_bad_checksum;  // UDP to one of our services with a wrong checksum
     Counter tcp_handled;        // TCP segments given to the NAT engine (see its tcp_ counters)
+    Counter udp_handled;        // UDP datagrams given to the NAT engine (udp_ counters)
+    Counter icmp_handled;       // ICMP messages given to the NAT engine (icmp_ counters)
+    Counter fragments;          // IPv4 fragments given to reassembly (frag_ counters)
 
     template <class F>
     void for_each(F&& f) const {
@@ -66,6 +76,9 @@ struct GatewayCounters {
         f("dns_handled", dns_handled);
         f("drop_bad_checksum", drop_bad_checksum);
         f("tcp_handled", tcp_handled);
+        f("udp_handled", udp_handled);
+        f("icmp_handled", icmp_handled);
+        f("fragments", fragments);
     }
 };
 
@@ -74,7 +87,13 @@ struct NatConfig {
     std::uint32_t max_flows = 65536;  // already clamped to RLIMIT_NOFILE by the caller
     std::uint32_t max_fd = 65536;     // highest fd + 1 the flow table maps
     bool peek_off = true;             // use SO_PEEK_OFF (when the kernel has it)
+    // Engine settings; the gateway fills in their limits and policy pointers.
     nat::TcpConfig tcp;
+    nat::UdpConfig udp;
+    nat::IcmpConfig icmp;
+    nat::LimitsConfig limits;
+    nat::EgressPolicy policy;
+    nat::ReassemblyConfig reassembly;
 };
 
 class UserspaceGateway final : public SwitchPort, public dns::ReplySink, private nat::GuestLink {
@@ -87,6 +106,11 @@ class UserspaceGateway final : public SwitchPort, public dns::ReplySink, private
     void enable_nat(IoContext& io, const Switch& sw, const NatConfig& cfg);
     [[nodiscard]] const nat::TcpEngine* tcp() const noexcept { return tcp_.get(); }
     [[nodiscard]] const nat::FlowTable* flow_table() const noexcept { return flows_.get(); }
+    [[nodiscard]] const nat::UdpEngine* udp() const noexcept { return udp_.get(); }
+    [[nodiscard]] const nat::IcmpEngine* icmp() const noexcept { return icmp_.get(); }
+    [[nodiscard]] const nat::FlowLimits* limits() const noexcept { return limits_.get(); }
+    [[nodiscard]] const nat::Reassembler* reassembler() const noexcept { return reasm_.get(); }
+    [[nodiscard]] const nat::EgressPolicy* policy() const noexcept { return policy_.get(); }
     // Shutdown: every NAT flow reset on both sides, the engine's watchers cancelled.
     void stop_nat() noexcept;
 
@@ -133,6 +157,14 @@ class UserspaceGateway final : public SwitchPort, public dns::ReplySink, private
 
     // The NAT engine's driver (gateway_nat.cpp): socket events, timers, pending sends.
     void process_tcp(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;
+    void process_udp(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;
+    void process_icmp_nat(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;
+    void process_fragment(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;
+    // Whether the frame's source may open NAT flows (unicast, not ours, not unspecified).
+    [[nodiscard]] bool nat_source_ok(const wire::ParsedFrame& f) noexcept;
+    void end_nat_burst(std::uint64_t now) noexcept;
+    [[nodiscard]] bool nat_pending() const noexcept;
+    void run_nat_pending(std::uint64_t now) noexcept;
     void arm_sockets() noexcept;
     void on_sockets() noexcept;
     void arm_tick() noexcept;
@@ -149,11 +181,18 @@ class UserspaceGateway final : public SwitchPort, public dns::ReplySink, private
     const Switch* sw_ = nullptr;
     std::unique_ptr<nat::FlowTable> flows_;
     std::unique_ptr<nat::LinuxSockets> socks_;
+    std::unique_ptr<nat::LinuxDgramSockets> dsocks_;
     std::unique_ptr<nat::EpollPoller> poller_;
+    std::unique_ptr<nat::EgressPolicy> policy_;
+    std::unique_ptr<nat::FlowLimits> limits_;
     std::unique_ptr<nat::TcpEngine> tcp_;
+    std::unique_ptr<nat::UdpEngine> udp_;
+    std::unique_ptr<nat::IcmpEngine> icmp_;
+    std::unique_ptr<nat::Reassembler> reasm_;
     std::unique_ptr<FdWatcher> epoll_watch_;
     std::unique_ptr<boost::asio::steady_timer> tick_;
     std::uint64_t burst_ms_ = 0;  // the clock at the start of the burst being processed
+    std::uint64_t last_slow_tick_ = 0;  // datagram timeouts and reassembly, once a second
     bool tick_armed_ = false;
     bool pending_posted_ = false;
     bool nat_stopped_ = false;

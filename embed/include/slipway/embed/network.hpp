@@ -68,6 +68,21 @@ struct NetworkOptions {
     bool no_peek_off = false;  // force the MSG_PEEK discard-iovec path even with SO_PEEK_OFF
     std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};
     std::chrono::milliseconds tcp_idle_timeout{std::chrono::hours(2)};
+    // UDP flows idle this long are freed; udp_dns_timeout for destination ports 53 and 123.
+    std::chrono::milliseconds udp_timeout{std::chrono::seconds(180)};
+    std::chrono::milliseconds udp_dns_timeout{std::chrono::seconds(10)};
+    // ICMP echo: "auto" (ping sockets, else a raw socket, else gateway only), "ping", "raw",
+    // "gateway". An explicit mode the host does not allow is an error.
+    std::string icmp_mode = "auto";
+    // Egress policy in evaluation order, each "allow RULE" or "deny RULE" with RULE as in
+    // nat::PolicyRule (CIDR[:PORTS][/PROTO]); first match wins, then the built-in deny of
+    // 169.254.169.254, then allow.
+    std::vector<std::string> egress_rules;
+    std::string host_alias_ports;  // --host-alias-ports LIST; empty: every port
+    // Per-guest admission (0: no limit): live flows, TCP connects in progress, new flows/s.
+    std::uint32_t max_flows_per_guest = 0;
+    std::uint32_t max_half_open = 4096;
+    std::uint32_t new_flow_rate = 0;
 };
 
 // The address plan after defaults are applied.
@@ -87,6 +102,9 @@ struct NetworkPlan {
     std::uint64_t nofile = 0;      // the RLIMIT_NOFILE in force (raised to the hard limit)
     bool peek_off = false;         // host data peeked with SO_PEEK_OFF
     bool peek_off_kernel = false;  // the kernel has SO_PEEK_OFF for TCP
+    std::string icmp_mode;         // the ICMP echo mode in force: ping, raw or gateway
+    std::vector<std::string> egress_rules;  // the policy in force, canonical, built-in included
+    std::string host_alias_ports;           // canonical ("all" when unrestricted)
 };
 
 struct CounterValue {
