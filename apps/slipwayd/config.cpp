@@ -21,6 +21,7 @@
 #include "slipway/core/log.hpp"
 #include "slipway/dhcp/server.hpp"
 #include "slipway/dns/upstream.hpp"
+#include "slipway/nat/policy.hpp"
 
 #ifndef SLIPWAY_VERSION
 #define SLIPWAY_VERSION "unknown"
@@ -57,6 +58,15 @@ struct GivenList {
     std::vector<std::string> values;
     std::string where;
 };
+// The egress policy: "allow RULE" / "deny RULE" in order, each with its own `where` ("--allow",
+// "--deny" or "egress in FILE"), since one list is made by two flags.
+struct GivenRule {
+    std::string text;
+    std::string where;
+};
+struct GivenRules {
+    std::vector<GivenRule> rules;
+};
 
 struct Raw {
     std::optional<Given> subnet, gateway, host_alias, mtu, api, pcap, pid_file, log_level;
@@ -70,6 +80,9 @@ struct Raw {
     std::optional<GivenList> dns_upstream, dns_record;
     std::optional<Given> max_flows, connect_timeout, tcp_idle_timeout;
     std::optional<GivenBool> no_peek_off;
+    std::optional<Given> udp_timeout, udp_dns_timeout, icmp, host_alias_ports;
+    std::optional<Given> max_flows_per_guest, max_half_open, new_flow_rate;
+    std::optional<GivenRules> egress;
 };
 
 // Reads the TOML file into `raw`. Returns false with `err` set on the first problem.
@@ -197,6 +210,35 @@ bool read_config_file(const std::string& path, Raw& raw, std::string& err) {
             ok = take_int(raw.tcp_idle_timeout);
         } else if (key == "no-peek-off") {
             ok = take_bool(raw.no_peek_off);
+        } else if (key == "udp-timeout") {
+            ok = take_int(raw.udp_timeout);
+        } else if (key == "udp-dns-timeout") {
+            ok = take_int(raw.udp_dns_timeout);
+        } else if (key == "icmp") {
+            ok = take_string(raw.icmp);
+        } else if (key == "egress") {
+            std::optional<GivenList> list;
+            ok = take_list(list);
+            if (ok) {
+                GivenRules rules;
+                for (auto& v : list->values)
+                    rules.rules.push_back(GivenRule{std::move(v), where});
+                raw.egress = std::move(rules);
+            }
+        } else if (key == "allow" || key == "deny") {
+            // One ordered list in the file, as on the command line.
+            err = label + ": key '" + key +
+                  "' is not a config key; write the policy as egress = [\"allow RULE\", "
+                  "\"deny RULE\", ...] in the order to apply";
+            return false;
+        } else if (key == "host-alias-ports") {
+            ok = take_string(raw.host_alias_ports);
+        } else if (key == "max-flows-per-guest") {
+            ok = take_int(raw.max_flows_per_guest);
+        } else if (key == "max-half-open") {
+            ok = take_int(raw.max_half_open);
+        } else if (key == "new-flow-rate") {
+            ok = take_int(raw.new_flow_rate);
         } else if (key == "isolate") {
             ok = take_bool(raw.isolate);
         } else if (key == "no-mac-lock") {
@@ -319,12 +361,67 @@ bool nat_options(const Raw& cli, DaemonConfig& cfg, std::string& err) {
         out = static_cast<std::uint32_t>(*v);
         return true;
     };
-    return number(cli.max_flows, 16, 1LL << 24, cfg.max_flows,
-                  "is not a flow count (16 to 16777216)") &&
-           number(cli.connect_timeout, 1, 600, cfg.connect_timeout_s,
-                  "is not a number of seconds (1 to 600)") &&
-           number(cli.tcp_idle_timeout, 10, 1LL << 24, cfg.tcp_idle_timeout_s,
-                  "is not a number of seconds (10 to 16777216)");
+    if (!number(cli.max_flows, 16, 1LL << 24, cfg.max_flows,
+                "is not a flow count (16 to 16777216)") ||
+        !number(cli.connect_timeout, 1, 600, cfg.connect_timeout_s,
+                "is not a number of seconds (1 to 600)") ||
+        !number(cli.tcp_idle_timeout, 10, 1LL << 24, cfg.tcp_idle_timeout_s,
+                "is not a number of seconds (10 to 16777216)") ||
+        !number(cli.udp_timeout, 1, 86400, cfg.udp_timeout_s,
+                "is not a number of seconds (1 to 86400)") ||
+        !number(cli.udp_dns_timeout, 1, 3600, cfg.udp_dns_timeout_s,
+                "is not a number of seconds (1 to 3600)") ||
+        !number(cli.max_flows_per_guest, 0, 1LL << 24, cfg.max_flows_per_guest,
+                "is not a flow count (0 to 16777216; 0 for no per-guest cap)") ||
+        !number(cli.max_half_open, 0, 1LL << 24, cfg.max_half_open,
+                "is not a connection count (0 to 16777216; 0 for no cap)") ||
+        !number(cli.new_flow_rate, 0, 10000000, cfg.new_flow_rate,
+                "is not a rate in flows per second (0 to 10000000; 0 for unlimited)"))
+        return false;
+    if (cli.icmp) {
+        const std::string& m = cli.icmp->text;
+        if (m != "auto" && m != "ping" && m != "raw" && m != "gateway")
+            return bad_value(err, cli.icmp->where, m,
+                             "is not an ICMP mode (auto|ping|raw|gateway)");
+        cfg.icmp_mode = m;
+    }
+    if (cli.egress) {
+        for (const GivenRule& g : cli.egress->rules) {
+            // "VERB RULE"; on the command line the flag is the verb, so only the rule is named.
+            const bool from_flag = g.where.rfind("--", 0) == 0;
+            const auto space = g.text.find(' ');
+            const std::string verb = g.text.substr(0, space);
+            nat::PolicyAction action = nat::PolicyAction::deny;
+            if (verb == "allow") {
+                action = nat::PolicyAction::allow;
+            } else if (verb != "deny") {
+                return bad_value(err, g.where, g.text,
+                                 "is not \"allow RULE\" or \"deny RULE\" (RULE = "
+                                 "CIDR[:PORTS][/PROTO])");
+            }
+            const std::string rule = space == std::string::npos ? "" : g.text.substr(space + 1);
+            std::string why;
+            if (!nat::PolicyRule::parse(rule, action, why)) {
+                // `why` is "'RULE': what is wrong", specific enough on its own.
+                err = g.where + ": " + (from_flag ? "" : verb + " ") + why;
+                return false;
+            }
+            cfg.egress_rules.push_back(verb + " " + rule);
+        }
+    }
+    if (cli.host_alias_ports) {
+        const Given& g = *cli.host_alias_ports;
+        std::string why;
+        if (!nat::PortSet::parse(g.text, why))
+            return bad_value(err, g.where, g.text,
+                             "is not a port list (e.g. 22,8000-8100, or all): " + why);
+        cfg.host_alias_ports = g.text;
+        if (cfg.no_host_alias) {
+            err = "--no-host-alias excludes --host-alias-ports";
+            return false;
+        }
+    }
+    return true;
 }
 
 bool dns_options(const Raw& cli, DaemonConfig& cfg, std::string& err) {
@@ -423,6 +520,14 @@ bool merge_and_validate(Raw cli, const Raw& file, DaemonConfig& cfg, std::string
     prefer(cli.connect_timeout, file.connect_timeout);
     prefer(cli.tcp_idle_timeout, file.tcp_idle_timeout);
     prefer(cli.no_peek_off, file.no_peek_off);
+    prefer(cli.udp_timeout, file.udp_timeout);
+    prefer(cli.udp_dns_timeout, file.udp_dns_timeout);
+    prefer(cli.icmp, file.icmp);
+    prefer(cli.egress, file.egress);  // any --allow/--deny replaces the file's list as a whole
+    prefer(cli.host_alias_ports, file.host_alias_ports);
+    prefer(cli.max_flows_per_guest, file.max_flows_per_guest);
+    prefer(cli.max_half_open, file.max_half_open);
+    prefer(cli.new_flow_rate, file.new_flow_rate);
 
     auto bad = [&](const Given& g, const std::string& problem) {
         return bad_value(err, g.where, g.text, problem);
@@ -634,6 +739,68 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
                        "Seconds an established TCP flow may stay silent before both sides are "
                        "reset (default 7200)")
             ->type_name("S");
+    std::string udp_timeout, udp_dns_timeout, icmp, host_alias_ports, max_flows_per_guest,
+        max_half_open, new_flow_rate;
+    auto* o_udp_timeout =
+        app.add_option("--udp-timeout", udp_timeout,
+                       "Seconds a NAT UDP flow may stay idle before it is freed, 1..86400 "
+                       "(default 180)")
+            ->type_name("S");
+    auto* o_udp_dns_timeout =
+        app.add_option("--udp-dns-timeout", udp_dns_timeout,
+                       "Idle timeout of UDP flows to ports 53 and 123 (request/response), in "
+                       "seconds, 1..3600 (default 10)")
+            ->type_name("S");
+    auto* o_icmp =
+        app.add_option("--icmp", icmp,
+                       "ICMP echo through the NAT: auto|ping|raw|gateway (default auto: "
+                       "unprivileged ping sockets if net.ipv4.ping_group_range allows, else a raw "
+                       "socket with CAP_NET_RAW, else only the gateway answers; logged at start)")
+            ->type_name("MODE");
+    // --allow and --deny make one list in command-line order (first match wins), so each
+    // occurrence is recorded as it is parsed rather than per flag.
+    std::vector<GivenRule> egress;
+    auto rule_flag = [&app, &egress](const std::string& flag, const std::string& verb,
+                                     const std::string& help) {
+        return app
+            .add_option_function<std::string>(
+                flag,
+                [&egress, flag, verb](const std::string& rule) {
+                    egress.push_back(GivenRule{verb + " " + rule, flag});
+                },
+                help)
+            ->type_name("RULE")
+            ->trigger_on_parse();
+    };
+    rule_flag("--allow", "allow",
+              "Egress rule, repeatable: let guests open flows to CIDR[:PORTS][/PROTO] (e.g. "
+              "10.0.0.0/8, 203.0.113.7:22/tcp, 0.0.0.0/0:53/udp). --allow and --deny apply in "
+              "command-line order, first match wins, then a built-in deny of 169.254.169.254, "
+              "then allow (default: none)");
+    rule_flag("--deny", "deny",
+              "Egress rule, repeatable: drop new flows to CIDR[:PORTS][/PROTO], ordered with "
+              "--allow as above (default: none); in the config file both are one array, egress "
+              "= [\"deny RULE\", \"allow RULE\"], replaced as a whole by any --allow/--deny");
+    auto* o_host_alias_ports =
+        app.add_option("--host-alias-ports", host_alias_ports,
+                       "Host-loopback ports the host alias exposes, TCP and UDP, e.g. "
+                       "22,8000-8100 (default: all ports)")
+            ->type_name("LIST");
+    auto* o_max_flows_per_guest =
+        app.add_option("--max-flows-per-guest", max_flows_per_guest,
+                       "NAT flows per guest address, 0..16777216 (default 0: no cap beyond "
+                       "--max-flows)")
+            ->type_name("N");
+    auto* o_max_half_open =
+        app.add_option("--max-half-open", max_half_open,
+                       "TCP connections per guest still connecting; extra SYNs are dropped (the "
+                       "guest retransmits), 0..16777216, 0 for no cap (default 4096)")
+            ->type_name("N");
+    auto* o_new_flow_rate =
+        app.add_option("--new-flow-rate", new_flow_rate,
+                       "New NAT flows per second per guest (token bucket, one second deep); extra "
+                       "first packets are dropped, 0..10000000 (default 0: unlimited)")
+            ->type_name("N");
     auto* o_config = app.add_option("--config", config_file,
                                     "TOML file with any of the flags above as keys (default: none)")
                          ->type_name("FILE");
@@ -692,6 +859,14 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
     given(o_connect_timeout, connect_timeout, cli.connect_timeout);
     given(o_tcp_idle_timeout, tcp_idle_timeout, cli.tcp_idle_timeout);
     given_bool(o_no_peek_off, no_peek_off, cli.no_peek_off);
+    given(o_udp_timeout, udp_timeout, cli.udp_timeout);
+    given(o_udp_dns_timeout, udp_dns_timeout, cli.udp_dns_timeout);
+    given(o_icmp, icmp, cli.icmp);
+    if (!egress.empty()) cli.egress = GivenRules{std::move(egress)};
+    given(o_host_alias_ports, host_alias_ports, cli.host_alias_ports);
+    given(o_max_flows_per_guest, max_flows_per_guest, cli.max_flows_per_guest);
+    given(o_max_half_open, max_half_open, cli.max_half_open);
+    given(o_new_flow_rate, new_flow_rate, cli.new_flow_rate);
 
     DaemonConfig cfg;
     Raw file;

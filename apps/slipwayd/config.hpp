@@ -56,6 +56,17 @@ struct DaemonConfig {
     bool no_peek_off = false;
     std::uint32_t connect_timeout_s = 30;
     std::uint32_t tcp_idle_timeout_s = 7200;
+    std::uint32_t udp_timeout_s = 180;
+    std::uint32_t udp_dns_timeout_s = 10;  // UDP flows to ports 53 and 123
+    std::string icmp_mode = "auto";        // auto|ping|raw|gateway (Network probes the host)
+    // --allow/--deny in command-line order, "allow RULE" / "deny RULE" (RULE validated by
+    // nat::PolicyRule::parse, kept as given); the file's `egress` array when the command line
+    // has neither flag.
+    std::vector<std::string> egress_rules;
+    std::string host_alias_ports;  // validated nat::PortSet list as given; empty: every port
+    std::uint32_t max_flows_per_guest = 0;  // 0: no cap beyond max_flows
+    std::uint32_t max_half_open = 4096;     // 0: no cap
+    std::uint32_t new_flow_rate = 0;        // new flows per second per guest; 0: unlimited
 };
 
 // What parse_command_line decided. When `config` is set the daemon runs with it; otherwise the

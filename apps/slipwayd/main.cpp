@@ -21,6 +21,7 @@
 
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -75,6 +76,14 @@ NetworkOptions to_options(const DaemonConfig& cfg) {
     o.no_peek_off = cfg.no_peek_off;
     o.connect_timeout = std::chrono::seconds(cfg.connect_timeout_s);
     o.tcp_idle_timeout = std::chrono::seconds(cfg.tcp_idle_timeout_s);
+    o.udp_timeout = std::chrono::seconds(cfg.udp_timeout_s);
+    o.udp_dns_timeout = std::chrono::seconds(cfg.udp_dns_timeout_s);
+    o.icmp_mode = cfg.icmp_mode;
+    o.egress_rules = cfg.egress_rules;
+    o.host_alias_ports = cfg.host_alias_ports;
+    o.max_flows_per_guest = cfg.max_flows_per_guest;
+    o.max_half_open = cfg.max_half_open;
+    o.new_flow_rate = cfg.new_flow_rate;
     return o;
 }
 
@@ -178,6 +187,23 @@ int run_daemon(const DaemonConfig& cfg) {
                  p.peek_off ? "SO_PEEK_OFF"
                             : (p.peek_off_kernel ? "a discard iovec (--no-peek-off)"
                                                  : "a discard iovec (no SO_PEEK_OFF here)"));
+        // --icmp auto's choice, the egress policy and the per-guest limits, as in force.
+        std::string egress;
+        for (std::size_t i = 0; i < p.egress_rules.size(); ++i)
+            egress += (i ? "; " : "") + p.egress_rules[i];
+        auto limit = [](std::uint32_t v, const char* unit) {
+            return v == 0 ? std::string("unlimited") : std::to_string(v) + unit;
+        };
+        SLW_INFO(
+            "NAT: icmp {}{}; UDP idle {}s ({}s to ports 53/123); per guest {} flows, {} "
+            "connecting, {} new flows; host alias ports {}; egress: {}",
+            p.icmp_mode.empty() ? "off" : p.icmp_mode,
+            cfg.icmp_mode == "auto" ? " (--icmp auto)" : "", cfg.udp_timeout_s,
+            cfg.udp_dns_timeout_s, limit(cfg.max_flows_per_guest, ""), limit(cfg.max_half_open, ""),
+            limit(cfg.new_flow_rate, "/s"),
+            !p.host_alias ? std::string("- (no host alias)")
+                          : (p.host_alias_ports.empty() ? std::string("all") : p.host_alias_ports),
+            egress.empty() ? "allow all" : egress);
         SLW_INFO(
             "slipwayd ready: {} attachment{}, api {}, subnet {}/{}, gateway {}, dhcp {}, dns {}",
             cfg.attach.size(), cfg.attach.size() == 1 ? "" : "s",

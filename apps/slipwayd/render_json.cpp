@@ -47,6 +47,11 @@ nlohmann::json status_to_json(const NetworkStatus& status) {
                   : nlohmann::json(nullptr);
     out["dns_enabled"] = plan.dns_enabled;
     out["dns_upstreams"] = plan.dns_upstreams;
+    // NAT settings in force: the ICMP mode --icmp auto chose, the egress policy in evaluation
+    // order (canonical, the built-in metadata deny included) and the host alias's ports.
+    out["icmp_mode"] = plan.icmp_mode;
+    out["egress_rules"] = plan.egress_rules;
+    out["host_alias_ports"] = plan.host_alias_ports;
     nlohmann::json ports = nlohmann::json::array();
     for (const auto& p : status.ports)
         ports.push_back(port_to_json(p, false));

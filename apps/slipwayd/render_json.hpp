@@ -8,7 +8,8 @@
 namespace slipway::apps {
 
 // {version, subnet, gateway, dns, host_alias|null, gateway_mac, mtu, uptime_s, ready,
-//  ports: [{name, kind, spec, state}]}
+//  dhcp_range|null, dns_enabled, dns_upstreams: [..], icmp_mode, egress_rules: [..],
+//  host_alias_ports, ports: [{name, kind, spec, state}]}
 nlohmann::json status_to_json(const NetworkStatus& status);
 
 // {switch: {name: value...}, ports: [{name, kind, spec, state, counters: {name: value...}}],

@@ -203,6 +203,19 @@ TEST_F(ApiTest, NoHostAliasIsNull) {
     EXPECT_TRUE(status_to_json(s)["host_alias"].is_null());
 }
 
+TEST_F(ApiTest, StatusShowsNatSettingsInForce) {
+    NetworkStatus s = fake_status();
+    s.plan.icmp_mode = "ping";
+    s.plan.egress_rules = {"allow 10.1.0.0/16", "deny 10.0.0.0/8",
+                           "deny 169.254.169.254/32 (built-in: cloud metadata)"};
+    s.plan.host_alias_ports = "22,8000-8100";
+    const json doc = status_to_json(s);
+    EXPECT_EQ(doc["icmp_mode"], "ping");
+    EXPECT_EQ(doc["egress_rules"], (json{"allow 10.1.0.0/16", "deny 10.0.0.0/8",
+                                         "deny 169.254.169.254/32 (built-in: cloud metadata)"}));
+    EXPECT_EQ(doc["host_alias_ports"], "22,8000-8100");
+}
+
 TEST_F(ApiTest, UnknownPathIs404Json) {
     start(fake_providers());
     auto r = get("/nope");

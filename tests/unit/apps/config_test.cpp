@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <initializer_list>
@@ -155,6 +156,24 @@ TEST(Config, HelpListsEveryFlagWithDefaults) {
                           "--no-peek-off",
                           "--connect-timeout",
                           "--tcp-idle-timeout",
+                          "--udp-timeout",
+                          "--udp-dns-timeout",
+                          "--icmp",
+                          "auto|ping|raw|gateway",
+                          "--allow",
+                          "--deny",
+                          "CIDR[:PORTS][/PROTO]",
+                          "169.254.169.254",
+                          "--host-alias-ports",
+                          "--max-flows-per-guest",
+                          "--max-half-open",
+                          "--new-flow-rate",
+                          "default 180",
+                          "1..86400",
+                          "default 10",
+                          "1..3600",
+                          "default 4096",
+                          "0..10000000",
                           "default 65536",
                           "default 3600"})
         EXPECT_NE(out.out.find(s), std::string::npos) << s;
@@ -456,6 +475,212 @@ TEST(Config, NatFlagsAndKeys) {
     EXPECT_EQ(fo.config->connect_timeout_s, 9u);
     TempToml bad("max-flows = \"many\"\n");
     expect_usage_error(parse({"--config", bad.path()}), {"max-flows"});
+}
+
+TEST(Config, UdpIcmpPolicyAndLimitDefaults) {
+    const DaemonConfig d = *parse({}).config;
+    EXPECT_EQ(d.udp_timeout_s, 180u);
+    EXPECT_EQ(d.udp_dns_timeout_s, 10u);
+    EXPECT_EQ(d.icmp_mode, "auto");
+    EXPECT_TRUE(d.egress_rules.empty());
+    EXPECT_TRUE(d.host_alias_ports.empty());
+    EXPECT_EQ(d.max_flows_per_guest, 0u);
+    EXPECT_EQ(d.max_half_open, 4096u);
+    EXPECT_EQ(d.new_flow_rate, 0u);
+    // The daemon's defaults are NetworkOptions' defaults.
+    const NetworkOptions n;
+    EXPECT_EQ(std::chrono::seconds(d.udp_timeout_s), n.udp_timeout);
+    EXPECT_EQ(std::chrono::seconds(d.udp_dns_timeout_s), n.udp_dns_timeout);
+    EXPECT_EQ(d.icmp_mode, n.icmp_mode);
+    EXPECT_EQ(d.host_alias_ports, n.host_alias_ports);
+    EXPECT_EQ(d.max_flows_per_guest, n.max_flows_per_guest);
+    EXPECT_EQ(d.max_half_open, n.max_half_open);
+    EXPECT_EQ(d.new_flow_rate, n.new_flow_rate);
+}
+
+TEST(Config, UdpIcmpPolicyAndLimitFlags) {
+    auto o =
+        parse({"--udp-timeout", "60", "--udp-dns-timeout", "3", "--icmp", "gateway", "--allow",
+               "203.0.113.7:22/tcp", "--host-alias-ports", "22,8000-8100", "--max-flows-per-guest",
+               "512", "--max-half-open", "0", "--new-flow-rate", "100"});
+    ASSERT_TRUE(o.config) << o.err;
+    const DaemonConfig& c = *o.config;
+    EXPECT_EQ(c.udp_timeout_s, 60u);
+    EXPECT_EQ(c.udp_dns_timeout_s, 3u);
+    EXPECT_EQ(c.icmp_mode, "gateway");
+    EXPECT_EQ(c.egress_rules, std::vector<std::string>{"allow 203.0.113.7:22/tcp"});
+    EXPECT_EQ(c.host_alias_ports, "22,8000-8100");
+    EXPECT_EQ(c.max_flows_per_guest, 512u);
+    EXPECT_EQ(c.max_half_open, 0u);
+    EXPECT_EQ(c.new_flow_rate, 100u);
+    for (const char* m : {"auto", "ping", "raw", "gateway"}) {
+        auto mo = parse({"--icmp", m});
+        ASSERT_TRUE(mo.config) << mo.err;
+        EXPECT_EQ(mo.config->icmp_mode, m);
+    }
+    EXPECT_EQ(parse({"--icmp=raw"}).config->icmp_mode, "raw");
+    EXPECT_EQ(parse({"--host-alias-ports", "all"}).config->host_alias_ports, "all");
+
+    // Bounds: each end accepted, one past it rejected, naming the flag and the range.
+    EXPECT_TRUE(parse({"--udp-timeout", "1"}).config);
+    EXPECT_TRUE(parse({"--udp-timeout", "86400"}).config);
+    expect_usage_error(parse({"--udp-timeout", "0"}), {"--udp-timeout", "'0'", "1 to 86400"});
+    expect_usage_error(parse({"--udp-timeout", "86401"}), {"--udp-timeout", "86401"});
+    expect_usage_error(parse({"--udp-timeout", "3m"}), {"--udp-timeout", "3m"});
+    EXPECT_TRUE(parse({"--udp-dns-timeout", "3600"}).config);
+    expect_usage_error(parse({"--udp-dns-timeout", "0"}), {"--udp-dns-timeout", "1 to 3600"});
+    expect_usage_error(parse({"--udp-dns-timeout", "3601"}), {"--udp-dns-timeout", "3601"});
+    EXPECT_TRUE(parse({"--max-flows-per-guest", "16777216"}).config);
+    expect_usage_error(parse({"--max-flows-per-guest", "16777217"}),
+                       {"--max-flows-per-guest", "0 to 16777216"});
+    expect_usage_error(parse({"--max-flows-per-guest", "-1"}), {"--max-flows-per-guest"});
+    EXPECT_TRUE(parse({"--max-half-open", "16777216"}).config);
+    expect_usage_error(parse({"--max-half-open", "16777217"}),
+                       {"--max-half-open", "0 to 16777216"});
+    EXPECT_TRUE(parse({"--new-flow-rate", "10000000"}).config);
+    expect_usage_error(parse({"--new-flow-rate", "10000001"}),
+                       {"--new-flow-rate", "0 to 10000000"});
+    expect_usage_error(parse({"--new-flow-rate", "fast"}), {"--new-flow-rate", "fast"});
+
+    expect_usage_error(parse({"--icmp", "echo"}), {"--icmp", "'echo'", "auto|ping|raw|gateway"});
+    expect_usage_error(parse({"--icmp", "Ping"}), {"--icmp", "Ping"});
+    expect_usage_error(parse({"--icmp", ""}), {"--icmp"});
+
+    expect_usage_error(parse({"--host-alias-ports", "90-80"}),
+                       {"--host-alias-ports", "'90-80'", "port list"});
+    expect_usage_error(parse({"--host-alias-ports", "0"}), {"--host-alias-ports", "'0'"});
+    expect_usage_error(parse({"--host-alias-ports", "22,,80"}), {"--host-alias-ports"});
+    expect_usage_error(parse({"--host-alias-ports", ""}), {"--host-alias-ports"});
+    expect_usage_error(parse({"--no-host-alias", "--host-alias-ports", "22"}),
+                       {"--no-host-alias", "--host-alias-ports"});
+}
+
+TEST(Config, BadEgressRulesNameTheFlagAndTheRule) {
+    expect_usage_error(parse({"--deny", "10.0.0.1/8"}), {"--deny: ", "'10.0.0.1/8'", "host bits"});
+    expect_usage_error(parse({"--allow", "10.0.0.0/8:0"}), {"--allow: ", "'10.0.0.0/8:0'"});
+    expect_usage_error(parse({"--allow", "1.2.3.4/udpx"}), {"--allow: ", "'1.2.3.4/udpx'"});
+    expect_usage_error(parse({"--deny", "example.com"}), {"--deny: ", "'example.com'"});
+    expect_usage_error(parse({"--deny", ""}), {"--deny: ", "empty rule"});
+    expect_usage_error(parse({"--deny", "1.2.3.4:22/icmp"}), {"--deny: ", "icmp"});
+    // The bad one is named even after good ones of the other flag.
+    expect_usage_error(parse({"--allow", "10.0.0.0/8", "--deny", "10.0.0.0/33"}),
+                       {"--deny: ", "'10.0.0.0/33'", "0..32"});
+    expect_usage_error(parse({"--allow"}), {"--allow"});
+}
+
+TEST(Config, AllowAndDenyKeepTheirCommandLineOrder) {
+    auto o = parse({"--deny", "10.1.2.3/32", "--allow", "10.1.0.0/16", "--deny=10.0.0.0/8",
+                    "--allow", "169.254.169.254/32:80/tcp", "--deny", "0.0.0.0/0:53/udp"});
+    ASSERT_TRUE(o.config) << o.err;
+    EXPECT_EQ(
+        o.config->egress_rules,
+        (std::vector<std::string>{"deny 10.1.2.3/32", "allow 10.1.0.0/16", "deny 10.0.0.0/8",
+                                  "allow 169.254.169.254/32:80/tcp", "deny 0.0.0.0/0:53/udp"}));
+    // Order is kept across other flags in between too.
+    o = parse({"--allow", "192.0.2.0/24", "--mtu", "1400", "--deny", "192.0.0.0/8", "--isolate",
+               "--allow", "198.51.100.1"});
+    ASSERT_TRUE(o.config) << o.err;
+    EXPECT_EQ(
+        o.config->egress_rules,
+        (std::vector<std::string>{"allow 192.0.2.0/24", "deny 192.0.0.0/8", "allow 198.51.100.1"}));
+}
+
+TEST(Config, UdpIcmpPolicyAndLimitKeysInTheFile) {
+    TempToml f(R"(udp-timeout = 90
+udp-dns-timeout = 5
+icmp = "ping"
+egress = ["deny 10.1.2.3", "allow 10.0.0.0/8:443/tcp", "deny 10.0.0.0/8"]
+host-alias-ports = "22"
+max-flows-per-guest = 1000
+max-half-open = 64
+new-flow-rate = 50
+)");
+    auto o = parse({"--config", f.path()});
+    ASSERT_TRUE(o.config) << o.err;
+    const DaemonConfig& c = *o.config;
+    EXPECT_EQ(c.udp_timeout_s, 90u);
+    EXPECT_EQ(c.udp_dns_timeout_s, 5u);
+    EXPECT_EQ(c.icmp_mode, "ping");
+    EXPECT_EQ(c.egress_rules, (std::vector<std::string>{"deny 10.1.2.3", "allow 10.0.0.0/8:443/tcp",
+                                                        "deny 10.0.0.0/8"}));
+    EXPECT_EQ(c.host_alias_ports, "22");
+    EXPECT_EQ(c.max_flows_per_guest, 1000u);
+    EXPECT_EQ(c.max_half_open, 64u);
+    EXPECT_EQ(c.new_flow_rate, 50u);
+
+    // The command line wins key by key; any --allow/--deny replaces the file's egress list as a
+    // whole (like every list-valued key), keeping the command line's own order.
+    o = parse({"--config", f.path(), "--icmp", "raw", "--allow", "192.0.2.0/24", "--deny",
+               "192.0.2.9", "--max-half-open", "8"});
+    ASSERT_TRUE(o.config) << o.err;
+    EXPECT_EQ(o.config->icmp_mode, "raw");
+    EXPECT_EQ(o.config->egress_rules,
+              (std::vector<std::string>{"allow 192.0.2.0/24", "deny 192.0.2.9"}));
+    EXPECT_EQ(o.config->max_half_open, 8u);
+    EXPECT_EQ(o.config->udp_timeout_s, 90u);  // only in the file
+    o = parse({"--config", f.path(), "--deny", "0.0.0.0/0/icmp"});
+    ASSERT_TRUE(o.config) << o.err;
+    EXPECT_EQ(o.config->egress_rules, std::vector<std::string>{"deny 0.0.0.0/0/icmp"});
+
+    TempToml one("egress = \"deny 203.0.113.0/24\"\n");  // a single string is a one-rule list
+    o = parse({"--config", one.path()});
+    ASSERT_TRUE(o.config) << o.err;
+    EXPECT_EQ(o.config->egress_rules, std::vector<std::string>{"deny 203.0.113.0/24"});
+}
+
+TEST(Config, UdpIcmpPolicyAndLimitFileErrors) {
+    {
+        TempToml f("egress = [\"allow 10.0.0.0/8\", \"permit 10.0.0.0/8\"]\n");
+        expect_usage_error(parse({"--config", f.path()}),
+                           {"egress in " + f.path(), "'permit 10.0.0.0/8'", "allow RULE"});
+    }
+    {
+        TempToml f("egress = [\"deny 10.0.0.1/8\"]\n");
+        expect_usage_error(parse({"--config", f.path()}),
+                           {"egress in " + f.path(), "deny '10.0.0.1/8'", "host bits"});
+    }
+    {
+        TempToml f("egress = [\"deny\"]\n");
+        expect_usage_error(parse({"--config", f.path()}), {"egress in " + f.path(), "empty"});
+    }
+    {
+        TempToml f("egress = [\"allow 10.0.0.0/8\", 3]\n");
+        expect_usage_error(parse({"--config", f.path()}), {"'egress'", "array of strings"});
+    }
+    {
+        TempToml f("allow = [\"10.0.0.0/8\"]\n");
+        expect_usage_error(parse({"--config", f.path()}), {"'allow'", "egress = ["});
+    }
+    {
+        TempToml f("icmp = \"echo\"\n");
+        expect_usage_error(parse({"--config", f.path()}), {"icmp in " + f.path(), "'echo'"});
+    }
+    {
+        TempToml f("icmp = true\n");
+        expect_usage_error(parse({"--config", f.path()}), {"'icmp'", "a string"});
+    }
+    {
+        TempToml f("host-alias-ports = \"22-\"\n");
+        expect_usage_error(parse({"--config", f.path()}),
+                           {"host-alias-ports in " + f.path(), "'22-'"});
+    }
+    {
+        TempToml f("udp-timeout = 0\n");
+        expect_usage_error(parse({"--config", f.path()}), {"udp-timeout in " + f.path(), "'0'"});
+    }
+    {
+        TempToml f("new-flow-rate = \"10/s\"\n");
+        expect_usage_error(parse({"--config", f.path()}), {"'new-flow-rate'", "integer"});
+    }
+    {
+        TempToml f("max-half-open = 16777217\nmax-flows-per-guest = 1\n");
+        expect_usage_error(parse({"--config", f.path()}), {"max-half-open in " + f.path()});
+    }
+    // A bad list in the file does not matter when the command line replaces it.
+    {
+        TempToml f("egress = [\"deny 10.0.0.1/8\"]\n");
+        EXPECT_TRUE(parse({"--config", f.path(), "--allow", "10.0.0.0/8"}).config.has_value());
+    }
 }
 
 }  // namespace
