@@ -431,7 +431,10 @@ struct TcpEngine::Impl {
             send_rst_for(s);
             return;
         }
-        if (cfg.policy && !cfg.policy->permits(key, cfg.host_alias)) {
+        // The gateway's own DNS service is not egress: the policy governs what leaves.
+        const bool own_dns =
+            cfg.dns_addr && key.remote_ip == *cfg.dns_addr && key.remote_port == 53;
+        if (cfg.policy && !own_dns && !cfg.policy->permits(key, cfg.host_alias)) {
             c.denied_policy.inc();
             send_rst_for(s);
             return;

@@ -554,6 +554,36 @@ TEST_P(TcpEngineTest, DnsStreamIsAdoptedAsTheHostEnd) {
     EXPECT_EQ(sock(f).written, gdata(f, 0, 40));
 }
 
+// The egress policy: a denied destination gets a RST and no socket; the gateway's own DNS service
+// is not egress, so even a deny-everything policy leaves DNS over TCP alone.
+TEST_P(TcpEngineTest, PolicyDeniesWithRstButNotTheGatewayDns) {
+    std::string why;
+    auto all = PolicyRule::parse("0.0.0.0/0", PolicyAction::deny, why);
+    ASSERT_TRUE(all) << why;
+    const EgressPolicy policy({*all});
+    FakeNetOptions o;
+    FakeSockets* sp = nullptr;
+    o.tcp.policy = &policy;
+    o.tcp.dns_addr = kGatewayIp;
+    o.tcp.open_dns_stream = [&sp] { return sp->make_connected(); };
+    make(o);
+    sp = &net->socks;
+    Flow f;
+    flows.push_back(&f);
+    send(f, syn_seg(f));
+    auto out = take(f);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_TRUE(out[0].rst()) << out[0].str();
+    EXPECT_EQ(counters().denied_policy.get(), 1u);
+    EXPECT_EQ(net->socks.open_calls, 0u);
+    Flow d;
+    d.remote = Endpoint{kGatewayIp, 53};
+    flows.push_back(&d);
+    send(d, syn_seg(d));
+    EXPECT_EQ(net->socks.opened.size(), 1u) << "DNS over TCP to the gateway is not egress";
+    EXPECT_EQ(counters().denied_policy.get(), 1u);
+}
+
 // ---- guest -> host ----------------------------------------------------------------------------
 
 TEST_P(TcpEngineTest, GuestBurstIsOneWriteAndOneAck) {
