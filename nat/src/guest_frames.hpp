@@ -73,6 +73,28 @@ inline std::optional<PacketRef> build_icmp_error(PacketPool& pool, MacAddr src_m
     return std::move(*r);
 }
 
+// Frames the largest IPv4 datagram takes at `mtu` once fragmented (RFC 791: every fragment but
+// the last carries a multiple of 8 bytes).
+inline std::size_t max_fragments(std::uint32_t mtu) noexcept {
+    const std::size_t per =
+        (std::clamp<std::uint32_t>(mtu, 68, 65535) - wire::kIpv4MinHeaderLen) & ~std::size_t{7};
+    const std::size_t payload = wire::kIpv4MaxPacketLen - wire::kIpv4MinHeaderLen;
+    return (payload + per - 1) / per;
+}
+
+// Whether the link and the pool could take the fragments of `n` maximum-size datagrams now, so a
+// datagram read from a socket is never lost for want of either after the read: the engines read
+// no more than this allows (the pool's global free list leaves the thread caches out, so this
+// errs on the safe side).
+inline std::size_t datagrams_that_fit(PacketPool& pool, std::size_t room, std::uint32_t mtu,
+                                      bool vlan) noexcept {
+    const std::size_t per = max_fragments(mtu);
+    const std::size_t frame = l2_len(vlan) + std::min<std::uint32_t>(mtu, 65535);
+    const SizeClass c =
+        frame + pool.headroom() <= kSmallBufferSize ? SizeClass::small : SizeClass::large;
+    return std::min(room / per, std::size_t{pool.global_free_approx(c)} / per);
+}
+
 // ICMP destination unreachable codes the engines send (RFC 792, RFC 1812 §5.2.7.1).
 inline constexpr std::uint8_t kIcmpDestUnreachable = 3;
 inline constexpr std::uint8_t kCodeNetUnreachable = 0;

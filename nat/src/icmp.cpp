@@ -21,7 +21,6 @@ namespace {
 constexpr std::size_t kRecvBurst = 16;
 constexpr std::size_t kSlot = 64 * 1024;  // one receive area per message of a burst
 constexpr std::size_t kLinkReserve = 8;
-constexpr std::size_t kMaxFragments = 192;
 constexpr std::size_t kIpHdr = wire::kIpv4MinHeaderLen;
 constexpr std::size_t kIcmpHdr = 8;
 constexpr std::uint8_t kEchoReply = 0;
@@ -45,6 +44,7 @@ struct IcmpEngine::Impl {
         int fd = -1;  // ping mode
         bool live = false;
         bool pending = false;
+        bool err_pending = false;  // its error queue may hold more than was relayed
         detail::GuestAddr guest;
         Ipv4Addr host_dst;
         std::uint16_t host_id = 0;  // raw mode
@@ -66,6 +66,7 @@ struct IcmpEngine::Impl {
     std::vector<FlowId> by_host_id;  // raw mode: host identifier -> flow
     std::uint16_t next_host_id = 0;
     std::unique_ptr<std::byte[]> slots;  // receive areas, and the raw mode's send copy
+    detail::FrameBacklog backlog;        // a reply's frames the link could not take yet
     std::uint64_t now = 0;
     std::uint16_t ip_id = 1;
 
@@ -103,15 +104,6 @@ struct IcmpEngine::Impl {
         return a == cfg.gateway || (cfg.dns_addr && a == *cfg.dns_addr);
     }
 
-    bool send_frame(PacketRef& r) noexcept {
-        if (link.room() == 0) link.flush();
-        if (!link.dispatch(r)) {
-            c.drop_link_full.inc();
-            return false;
-        }
-        return true;
-    }
-
     void send_icmp_error(const detail::GuestAddr& to, Ipv4Addr src, Ipv4Addr guest_ip,
                          std::uint8_t type, std::uint8_t code, std::uint32_t rest,
                          ByteView quote) noexcept {
@@ -121,13 +113,17 @@ struct IcmpEngine::Impl {
             c.drop_no_buffer.inc();
             return;
         }
-        (void)send_frame(*r);
+        if (link.room() == 0) link.flush();
+        // An error message the full link refuses is dropped (RFC 1812 §4.3.2.8 lets a router
+        // limit them anyway): counted apart from replies, which are never read into a full link.
+        if (!link.dispatch(*r)) c.errors_link_full.inc();
     }
 
     // An ICMP message (header onwards, identifier already the guest's) from `src` to the guest,
     // in fragments when it exceeds the MTU.
     void deliver(const Flow& f, Ipv4Addr src, Ipv4Addr guest_ip, ByteView msg) noexcept {
         const std::size_t l2 = detail::l2_len(f.guest.vlan.has_value());
+        std::size_t n = 1;
         if (kIpHdr + msg.size() <= cfg.mtu) {
             auto r = link.pool().try_alloc(l2 + kIpHdr + msg.size());
             if (!r) {
@@ -141,28 +137,36 @@ struct IcmpEngine::Impl {
             std::copy(msg.begin(), msg.end(),
                       out.begin() + static_cast<std::ptrdiff_t>(l2 + kIpHdr));
             r->meta().vnet = virtio::NetHdr{};
-            if (send_frame(*r)) c.replies.inc();
-            return;
+            backlog.slots()[0] = std::move(*r);
+        } else {
+            const std::array<ByteView, 1> pieces{msg};
+            const FragmentSpec spec{.dst_mac = f.guest.mac,
+                                    .src_mac = cfg.gateway_mac,
+                                    .vlan = f.guest.vlan,
+                                    .src = src,
+                                    .dst = guest_ip,
+                                    .proto = IpProto::icmp,
+                                    .ident = ip_id++,
+                                    .ttl = 64,
+                                    .mtu = cfg.mtu};
+            auto frags = fragment_ipv4(link.pool(), spec, pieces, backlog.slots());
+            if (!frags) {
+                c.drop_no_buffer.inc();
+                return;
+            }
+            n = *frags;
         }
-        const std::array<ByteView, 1> pieces{msg};
-        const FragmentSpec spec{.dst_mac = f.guest.mac,
-                                .src_mac = cfg.gateway_mac,
-                                .vlan = f.guest.vlan,
-                                .src = src,
-                                .dst = guest_ip,
-                                .proto = IpProto::icmp,
-                                .ident = ip_id++,
-                                .ttl = 64,
-                                .mtu = cfg.mtu};
-        std::array<PacketRef, kMaxFragments> frames;
-        auto n = fragment_ipv4(link.pool(), spec, pieces, frames);
-        if (!n) {
-            c.drop_no_buffer.inc();
-            return;
-        }
-        for (std::size_t i = 0; i < *n; ++i)
-            if (!send_frame(frames[i])) return;
+        // What the link cannot take now waits in the backlog; reading stops until it went.
+        backlog.set(n);
+        (void)flush_backlog();
         c.replies.inc();
+    }
+
+    bool flush_backlog() noexcept {
+        return backlog.flush([this](PacketRef& r) {
+            if (link.room() == 0) link.flush();
+            return link.dispatch(r);
+        });
     }
 
     void free_flow(FlowId id, Flow& f) noexcept {
@@ -250,6 +254,16 @@ struct IcmpEngine::Impl {
         return id;
     }
 
+    // Messages to read now: as many as the link and the pool could take if each were of the
+    // largest size, else one at a time while the link has room for a frame (a reply that then
+    // needs more frames than are free — one larger than the MTU, on a link or pool this full —
+    // is dropped and counted: the pinging program sends another request anyway).
+    std::size_t fit(std::size_t room, bool vlan) noexcept {
+        if (room <= kLinkReserve) return 0;
+        return std::max<std::size_t>(
+            1, detail::datagrams_that_fit(link.pool(), room - kLinkReserve, cfg.mtu, vlan));
+    }
+
     void make_pending(FlowId id, Flow& f) noexcept {
         if (f.pending) return;
         f.pending = true;
@@ -278,16 +292,26 @@ struct IcmpEngine::Impl {
 
     // Ping mode: replies (and errors) of one flow's socket.
     void receive_ping(FlowId id, Flow& f, std::uint32_t budget) noexcept {
+        if (f.err_pending) {
+            drain_errors(id, f);
+            if (!f.live || f.err_pending) return;
+        }
         const FlowKey k = table.key(id);
         int errors = 0;
         while (budget > 0) {
-            if (link.room() <= kLinkReserve) {
+            if (!flush_backlog() || link.room() <= kLinkReserve) {
+                link.flush();
+                make_pending(id, f);
+                return;
+            }
+            const std::size_t want = std::min<std::size_t>(
+                {kRecvBurst, budget, fit(link.room(), f.guest.vlan.has_value())});
+            if (want == 0) {
                 link.flush();
                 make_pending(id, f);
                 return;
             }
             std::array<DgramIn, kRecvBurst> msgs{};
-            const std::size_t want = std::min<std::size_t>(kRecvBurst, budget);
             for (std::size_t i = 0; i < want; ++i)
                 msgs[i].head = iovec{slots.get() + i * kSlot, kSlot};
             const int n = socks.recv_burst(f.fd, std::span(msgs).first(want));
@@ -301,6 +325,10 @@ struct IcmpEngine::Impl {
                 const std::size_t len = std::min(msgs[i].len, kSlot);
                 if (len < kIcmpHdr || static_cast<std::uint8_t>(p[0]) != kEchoReply) {
                     c.unmatched.inc();
+                    continue;
+                }
+                if (!backlog.empty()) {
+                    c.drop_link_full.inc();  // not expected: the read was sized for the worst case
                     continue;
                 }
                 set_echo_id(p, k.guest_port);
@@ -319,7 +347,17 @@ struct IcmpEngine::Impl {
     void drain_errors(FlowId id, Flow& f) noexcept {
         const FlowKey k = table.key(id);
         SockError e;
-        for (int guard = 0; guard < 64 && socks.read_error(f.fd, e); ++guard) {
+        f.err_pending = false;
+        for (int guard = 0;; ++guard) {
+            if (guard == 64 || link.room() == 0) {
+                // The link is full (or the queue long): the rest waits in the error queue for
+                // this flow's next turn, as its data waits in the receive queue.
+                link.flush();
+                f.err_pending = true;
+                make_pending(id, f);
+                return;
+            }
+            if (!socks.read_error(f.fd, e)) break;
             if (!e.from_icmp || !is_error_type(e.type)) continue;
             std::array<std::byte, kIpHdr + sizeof e.data> q{};
             const std::size_t qn =
@@ -342,6 +380,10 @@ struct IcmpEngine::Impl {
             return;
         }
         const auto type = static_cast<std::uint8_t>(icmp->type());
+        if (!backlog.empty()) {
+            c.drop_link_full.inc();  // not expected: the read was sized for the worst case
+            return;
+        }
         if (type == kEchoReply) {
             const auto host_id = static_cast<std::uint16_t>(icmp->rest_of_header() >> 16);
             const FlowId id = by_host_id[host_id];
@@ -364,19 +406,27 @@ struct IcmpEngine::Impl {
             c.unmatched.inc();
             return;
         }
-        // The error quotes our request: its IPv4 header, then at least 8 bytes of the echo.
-        auto inner = wire::Ipv4View::parse(icmp->payload());
-        if (!inner || inner->protocol() != IpProto::icmp) {
+        // The error quotes our request: its IPv4 header, then at least 8 bytes of the echo
+        // (RFC 792; often no more, so the quoted header's total length is not checked).
+        const ByteView quoted = icmp->payload();
+        if (quoted.size() < kIpHdr || (static_cast<std::uint8_t>(quoted[0]) >> 4) != 4) {
             c.unmatched.inc();
             return;
         }
-        const ByteView req = icmp->payload().subspan(inner->header_len());
+        const std::size_t ihl = std::size_t{static_cast<std::uint8_t>(quoted[0]) & 0x0fu} * 4;
+        if (ihl < kIpHdr || ihl > quoted.size() ||
+            static_cast<IpProto>(quoted[9]) != IpProto::icmp) {
+            c.unmatched.inc();
+            return;
+        }
+        const Ipv4Addr inner_dst = Ipv4Addr::load(quoted.data() + 16);
+        const ByteView req = quoted.subspan(ihl);
         if (req.size() < kIcmpHdr || static_cast<std::uint8_t>(req[0]) != kEchoRequest) {
             c.unmatched.inc();
             return;
         }
         const FlowId id = by_host_id[load_be16(req.data() + 4)];
-        if (id == kNoFlow || !flows[id].live || flows[id].host_dst != inner->dst()) {
+        if (id == kNoFlow || !flows[id].live || flows[id].host_dst != inner_dst) {
             c.unmatched.inc();
             return;
         }
@@ -395,13 +445,21 @@ struct IcmpEngine::Impl {
     void receive_raw(std::uint32_t budget) noexcept {
         raw_pending = false;
         while (budget > 0) {
-            if (link.room() <= kLinkReserve) {
+            if (!flush_backlog() || link.room() <= kLinkReserve) {
+                link.flush();
+                raw_pending = true;
+                return;
+            }
+            // Any flow's reply may be in there: bound by the untagged frame, the tag's 4 bytes
+            // are within the reserve.
+            const std::size_t want =
+                std::min<std::size_t>({kRecvBurst, budget, fit(link.room(), false)});
+            if (want == 0) {
                 link.flush();
                 raw_pending = true;
                 return;
             }
             std::array<DgramIn, kRecvBurst> msgs{};
-            const std::size_t want = std::min<std::size_t>(kRecvBurst, budget);
             for (std::size_t i = 0; i < want; ++i)
                 msgs[i].head = iovec{slots.get() + i * kSlot, kSlot};
             const int n = socks.recv_burst(raw_fd, std::span(msgs).first(want));

@@ -22,7 +22,6 @@ constexpr std::size_t kMaxGather = 64;    // guest datagrams held per burst befo
 constexpr std::size_t kRecvBurst = 32;    // datagrams per recvmmsg()
 constexpr std::size_t kTail = 64 * 1024;  // overflow area per receive slot
 constexpr std::size_t kLinkReserve = 8;   // ring slots kept for control frames
-constexpr std::size_t kMaxFragments = 192;
 constexpr std::size_t kIpHdr = wire::kIpv4MinHeaderLen;
 constexpr std::size_t kUdpHdr = wire::kUdpHeaderLen;
 
@@ -37,6 +36,7 @@ struct UdpEngine::Impl {
         int fd = -1;
         bool live = false;
         bool pending = false;
+        bool err_pending = false;  // its error queue may hold more than was relayed
         bool short_class = false;
         detail::GuestAddr guest;
         Ipv4Addr host_dst;  // where the socket is connected (the alias means 127.0.0.1)
@@ -60,6 +60,16 @@ struct UdpEngine::Impl {
     std::array<Gathered, kMaxGather> gather{};
     std::size_t g_n = 0;
     std::unique_ptr<std::byte[]> tails;  // kRecvBurst overflow areas of kTail bytes
+    // A datagram read but not yet delivered. Reads are sized so that the link and the pool could
+    // take the fragments of every datagram read even if each were of the largest size; when not
+    // even one would fit, flows read one at a time, and that one waits instead of being lost:
+    // its fragments the link cannot take yet in the backlog, or, when the pool has no buffers
+    // for them, its bytes in `held`. Either way its flow is pending and nothing more is read
+    // until it went. At most one datagram waits, engine-wide.
+    detail::FrameBacklog backlog;
+    std::unique_ptr<std::byte[]> held;
+    std::size_t held_len = 0;
+    FlowId held_id = kNoFlow;
     std::uint64_t now = 0;
     std::uint16_t ip_id = 1;
 
@@ -73,7 +83,8 @@ struct UdpEngine::Impl {
           lru_short(t.capacity()),
           lru_long(t.capacity()),
           pending(t.capacity()),
-          tails(std::make_unique<std::byte[]>(kRecvBurst * kTail)) {}
+          tails(std::make_unique<std::byte[]>(kRecvBurst * kTail)),
+          held(std::make_unique<std::byte[]>(kTail + kTail)) {}
 
     detail::LruList& lru_of(const Flow& f) noexcept { return f.short_class ? lru_short : lru_long; }
     [[nodiscard]] std::uint64_t timeout_of(bool short_class) const noexcept {
@@ -123,6 +134,7 @@ struct UdpEngine::Impl {
         if (cfg.limits) cfg.limits->closed(table.key(id).guest_ip, false);
         for (std::size_t i = 0; i < g_n; ++i)
             if (gather[i].id == id) gather[i].id = kNoFlow;  // unsent: dropped with the flow
+        if (held_id == id) held_id = kNoFlow;  // (backlog frames are built: they still go)
         f = Flow{};
         --live;
         table.erase(id);
@@ -285,9 +297,19 @@ struct UdpEngine::Impl {
         return true;
     }
 
+    enum class Sent : std::uint8_t { yes, later, dropped };
+
+    // Queues a frame unless the link is full even after a flush (no drop counted: the caller
+    // keeps the frame).
+    bool try_dispatch(PacketRef& r) noexcept {
+        if (link.room() == 0) link.flush();
+        return link.dispatch(r);
+    }
+
     // A datagram longer than the guest MTU (or than the head buffer): its UDP header and its
-    // two parts go out as IPv4 fragments.
-    void deliver_fragmented(const Flow& f, const FlowKey& k, ByteView head,
+    // two parts go out as IPv4 fragments. `later`: the pool cannot give every fragment a buffer
+    // now (nothing was sent). Fragments the link cannot take now wait in the backlog.
+    Sent deliver_fragmented(const Flow& f, const FlowKey& k, ByteView head,
                             ByteView tail) noexcept {
         const std::size_t len = head.size() + tail.size();
         const std::size_t udp_len = kUdpHdr + len;
@@ -312,24 +334,47 @@ struct UdpEngine::Impl {
                                 .ident = ip_id++,
                                 .ttl = 64,
                                 .mtu = cfg.mtu};
-        std::array<PacketRef, kMaxFragments> frames;
-        auto n = fragment_ipv4(link.pool(), spec, pieces, frames);
+        auto n = fragment_ipv4(link.pool(), spec, pieces, backlog.slots());
         if (!n) {
-            if (n.error() == Errc::pool_exhausted)
-                c.drop_no_buffer.inc();
-            else
-                c.drop_truncated.inc();
-            return;
+            if (n.error() == Errc::pool_exhausted) return Sent::later;  // nothing was sent
+            c.drop_truncated.inc();
+            return Sent::dropped;
         }
-        for (std::size_t i = 0; i < *n; ++i)
-            if (!send_frame(frames[i])) return;
         c.fragments_to_guest.add(*n);
         c.datagrams_to_guest.inc();
         c.bytes_to_guest.add(len);
+        backlog.set(*n);
+        (void)flush_backlog();
+        return Sent::yes;
+    }
+
+    // Sends what waits in the backlog: true when it is empty.
+    bool flush_backlog() noexcept {
+        return backlog.flush([this](PacketRef& r) { return try_dispatch(r); });
+    }
+
+    // What was read but not delivered goes first: true when nothing waits any more.
+    bool deliver_waiting() noexcept {
+        if (!flush_backlog()) return false;
+        if (held_id == kNoFlow) return true;
+        const Flow& f = flows[held_id];
+        if (f.live && deliver_fragmented(f, table.key(held_id), ByteView{held.get(), held_len},
+                                         {}) == Sent::later)
+            return false;
+        held_id = kNoFlow;
+        return flush_backlog();
     }
 
     // Reads up to `budget` datagrams of flow `id` and sends them to the guest.
     void receive(FlowId id, Flow& f, std::uint32_t budget) noexcept {
+        if (!deliver_waiting()) {
+            make_pending(id, f);
+            return;
+        }
+        if (f.err_pending) {
+            drain_errors(id, f);
+            if (!f.live || f.err_pending) return;
+        }
         const FlowKey k = table.key(id);
         const std::size_t off = detail::l2_len(f.guest.vlan.has_value()) + kIpHdr + kUdpHdr;
         const std::size_t max_payload = std::min<std::size_t>(cfg.mtu, 65535) - kIpHdr - kUdpHdr;
@@ -341,8 +386,13 @@ struct UdpEngine::Impl {
                 make_pending(id, f);
                 return;
             }
+            // No more than the link and the pool could take if every datagram were of the largest
+            // size, so none read is lost for want of room for its fragments; when not even one
+            // such would fit, one at a time, and one that cannot go out is held (below).
+            const std::size_t fit = detail::datagrams_that_fit(link.pool(), room - kLinkReserve,
+                                                               cfg.mtu, f.guest.vlan.has_value());
             const std::size_t want =
-                std::min<std::size_t>({kRecvBurst, budget, room - kLinkReserve});
+                std::min<std::size_t>({kRecvBurst, budget, std::max<std::size_t>(fit, 1)});
             std::array<PacketRef, kRecvBurst> bufs;
             const std::size_t got =
                 link.pool().try_alloc_burst(SizeClass::small, std::span(bufs).first(want));
@@ -370,6 +420,10 @@ struct UdpEngine::Impl {
             for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
                 const std::size_t len = msgs[i].len;
                 const std::size_t head = msgs[i].head.iov_len;
+                if (!backlog.empty()) {
+                    c.drop_link_full.inc();  // not expected: the read was sized for the worst case
+                    continue;
+                }
                 if (len > head + kTail) {
                     c.drop_truncated.inc();
                     continue;
@@ -386,8 +440,26 @@ struct UdpEngine::Impl {
                     continue;
                 }
                 const auto* h = static_cast<const std::byte*>(msgs[i].head.iov_base);
-                deliver_fragmented(f, k, ByteView{h, std::min(len, head)},
-                                   ByteView{tails.get() + i * kTail, len > head ? len - head : 0});
+                const ByteView hv{h, std::min(len, head)};
+                const ByteView tv{tails.get() + i * kTail, len > head ? len - head : 0};
+                const Sent sent = deliver_fragmented(f, k, hv, tv);
+                if (sent == Sent::yes && backlog.empty()) continue;
+                if (sent == Sent::dropped) continue;
+                if (i + 1 == static_cast<std::size_t>(n)) {
+                    // Read one at a time (fit was 0), so this is the last of its read: it waits
+                    // (its fragments in the backlog, or its bytes held for want of buffers) and
+                    // nothing more is read until it went.
+                    if (sent == Sent::later) {
+                        std::copy(hv.begin(), hv.end(), held.get());
+                        std::copy(tv.begin(), tv.end(), held.get() + hv.size());
+                        held_len = len;
+                        held_id = id;
+                    }
+                    touch(id, f);
+                    make_pending(id, f);
+                    return;
+                }
+                c.drop_no_buffer.inc();  // not expected: the read was sized for the worst case
             }
             if (n > 0) touch(id, f);
             budget -= std::min<std::uint32_t>(budget, static_cast<std::uint32_t>(n));
@@ -400,7 +472,17 @@ struct UdpEngine::Impl {
     void drain_errors(FlowId id, Flow& f) noexcept {
         const FlowKey k = table.key(id);
         SockError e;
-        for (int guard = 0; guard < 64 && socks.read_error(f.fd, e); ++guard) {
+        f.err_pending = false;
+        for (int guard = 0;; ++guard) {
+            if (guard == 64 || link.room() == 0) {
+                // The link is full (or the queue long): the rest waits in the error queue for
+                // this flow's next turn, as its data waits in the receive queue.
+                link.flush();
+                f.err_pending = true;
+                make_pending(id, f);
+                return;
+            }
+            if (!socks.read_error(f.fd, e)) break;
             if (!e.from_icmp) continue;
             if (e.type != 3 && e.type != 11 && e.type != 12) continue;
             // The guest's datagram as it sent it: its IPv4 and UDP headers, then what the error

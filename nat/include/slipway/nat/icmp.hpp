@@ -93,7 +93,8 @@ struct IcmpCounters {
     Counter unhandled;       // not an echo request, or --icmp=gateway
     Counter unmatched;       // raw-socket messages that belong to no flow
     Counter drop_no_buffer;
-    Counter drop_link_full;
+    Counter drop_link_full;    // replies the link refused
+    Counter errors_link_full;  // ICMP errors to guests (policy, unreachable) the link refused
     Counter drop_malformed;
 
     template <class F>
@@ -113,6 +114,7 @@ struct IcmpCounters {
         f("icmp_unmatched", unmatched);
         f("icmp_drop_no_buffer", drop_no_buffer);
         f("icmp_drop_link_full", drop_link_full);
+        f("icmp_errors_link_full", errors_link_full);
         f("icmp_drop_malformed", drop_malformed);
     }
 };
