@@ -1,0 +1,3 @@
+# The UDP engine against fake datagram sockets, poller and link (fake_dgram.hpp).
+slipway_unit_test(test_nat_udp_engine nat/udp_engine_test.cpp LIBS slipway::nat)
+target_include_directories(test_nat_udp_engine PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
