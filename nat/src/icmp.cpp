@@ -323,7 +323,11 @@ struct IcmpEngine::Impl {
             for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
                 std::byte* p = slots.get() + i * kSlot;
                 const std::size_t len = std::min(msgs[i].len, kSlot);
-                if (len < kIcmpHdr || static_cast<std::uint8_t>(p[0]) != kEchoReply) {
+                // The kernel hands a ping socket every echo reply carrying its identifier,
+                // whoever sent it: only the destination's own replies are relayed, never one
+                // another host forged.
+                if (len < kIcmpHdr || static_cast<std::uint8_t>(p[0]) != kEchoReply ||
+                    msgs[i].from != f.host_dst) {
                     c.unmatched.inc();
                     continue;
                 }

@@ -214,6 +214,23 @@ TEST_F(IcmpEngineTest, PingReplyIsRewrittenToTheGuestIdentifier) {
     EXPECT_EQ(counters().replies.get(), 1u);
 }
 
+// A ping socket gets every echo reply with its identifier, from anyone (the kernel matches the
+// identifier only): a reply from another host is a forgery and never reaches the guest (found by
+// nat_icmp.sh).
+TEST_F(IcmpEngineTest, PingReplyFromAnotherHostIsNotRelayed) {
+    Ping p;
+    ping(p, 7);
+    const int fd = fd_of(p);
+    ASSERT_GE(fd, 0);
+    const std::uint16_t kernel_id = sock(fd).local;
+    net->socks.deliver(fd, echo(kEchoReply, kernel_id, 7, pattern(7, 56)),
+                       Ipv4Addr::from_octets(198, 51, 100, 77));
+    net->pump();
+    EXPECT_TRUE(take().empty());
+    EXPECT_EQ(counters().replies.get(), 0u);
+    EXPECT_EQ(counters().unmatched.get(), 1u);
+}
+
 TEST_F(IcmpEngineTest, OddLengthReplyKeepsAValidChecksum) {
     Ping p;
     ping(p, 3, 33);

@@ -8,8 +8,9 @@
 // Three modes (--icmp), chosen at start-up; `auto` takes the first that works and logs it:
 //   - ping: an unprivileged ICMP datagram socket (SOCK_DGRAM/IPPROTO_ICMP, allowed when
 //     net.ipv4.ping_group_range holds one of our groups) per flow, connected to the destination.
-//     The kernel gives each socket its own identifier and delivers it only the replies carrying
-//     it, from that destination; errors about it come through IP_RECVERR, as for UDP.
+//     The kernel gives each socket its own identifier and delivers it the replies carrying it —
+//     from any sender, so the engine relays only those whose source is the destination; errors
+//     about it come through IP_RECVERR, as for UDP.
 //   - raw: one raw ICMP socket (CAP_NET_RAW) for every flow. The engine gives each flow a host
 //     identifier no other flow holds and matches replies by identifier *and* source address;
 //     errors quoting one of our requests are matched the same way. The raw socket sees every
