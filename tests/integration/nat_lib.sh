@@ -215,3 +215,60 @@ rate() {
     awk -v b="$1" -v s="$2" 'BEGIN { if (s <= 0) s = 0.001;
         printf "%.1f MiB/s (%.0f Mbit/s)", b / s / 1048576, b * 8 / s / 1e6 }'
 }
+
+# ---- datagram tests (nat_udp, nat_icmp, nat_policy, nat_limits) ----
+
+UDP_TOOL="$TOOLS/nat_udp.py"
+GUEST2_IP=192.168.127.3
+
+# nat_guest_at NS ADDR: like nat_guest_up, for a guest at ADDR (e.g. g2 at $GUEST2_IP).
+nat_guest_at() {
+    local ns=$1 addr=$2
+    guest_up "$ns" "$addr/24"
+    ip -n "$ns" route add default via "$GW"
+    wait_until 10 in_ns "$ns" ping -c 1 -W 1 "$GW" || fail "$ns does not reach the gateway"
+}
+
+# udp_serve NS ADDR PORT: a nat_udp.py echo server in the background; it appends one line per
+# datagram ("SRCADDR:SRCPORT LEN TAG") to $SLW_TMP/udp-ADDR-PORT.out. Waits until it is bound.
+udp_serve() {
+    local ns=$1 addr=$2 port=$3
+    bg "$ns" "$PY" "$UDP_TOOL" serve "$addr" "$port" --out "$SLW_TMP/udp-$addr-$port.out" \
+        2>>"$SLW_TMP/udp-$addr-$port.err"
+    wait_until 10 bash -c "ip netns exec $ns ss -Hlun 'src $addr:$port' | grep -q ." ||
+        fail "no UDP server on $addr:$port in $ns"
+}
+# udp_lines ADDR PORT: the lines the UDP server on ADDR:PORT wrote so far.
+udp_lines() { cat "$SLW_TMP/udp-$1-$2.out" 2>/dev/null || true; }
+# udp_sources ADDR PORT TAG: the distinct source addresses:ports the server saw datagrams of TAG
+# from, one per line.
+udp_sources() { udp_lines "$1" "$2" | awk -v t="$3" '$3 == t { print $1 }' | sort -u; }
+
+# udp_g NS ARGS...: nat_udp.py in guest NS (60 s at most).
+udp_g() {
+    local ns=$1
+    shift
+    in_ns "$ns" timeout 60 "$PY" "$UDP_TOOL" "$@"
+}
+
+# nat_flows_gone [SECONDS]: within SECONDS (default 30) the daemon has no TCP, UDP or ICMP flow
+# left and holds exactly the sockets it held at nat_baseline (no leak of any kind).
+nat_flows_gone() {
+    local secs=${1:-30} end t u i fds
+    end=$((SECONDS + secs))
+    while :; do
+        t=$(gw tcp_flows)
+        u=$(gw udp_flows)
+        i=$(gw icmp_flows)
+        fds=$(sock_fds)
+        [ "$t" -eq 0 ] && [ "$u" -eq 0 ] && [ "$i" -eq 0 ] && [ "$fds" -eq "$NAT_FD0" ] && break
+        if [ $SECONDS -ge $end ]; then
+            echo "sockets the daemon holds that it did not at the baseline:" >&2
+            sock_new >&2
+            fail "leak: ${secs} s after the traffic tcp_flows=$t udp_flows=$u icmp_flows=$i, the daemon holds $fds sockets (baseline $NAT_FD0)"
+        fi
+        sleep 0.2
+    done
+    [ "$(gw flows)" -eq 0 ] || fail "leak: no TCP/UDP/ICMP flow, but the flow table holds $(gw flows)"
+    log "ok: no leak: no flow left, $fds sockets as at the baseline"
+}
