@@ -13,6 +13,8 @@
 #include "slipway/core/wire/ethernet.hpp"
 #include "slipway/core/wire/icmpv4.hpp"
 #include "slipway/core/wire/ipv4.hpp"
+#include "slipway/nat/dgram_socket.hpp"
+#include "slipway/nat/tcp.hpp"
 
 namespace slipway::nat::detail {
 
@@ -71,6 +73,49 @@ inline std::optional<PacketRef> build_icmp_error(PacketPool& pool, MacAddr src_m
         return std::nullopt;
     r->meta().vnet = virtio::NetHdr{};
     return std::move(*r);
+}
+
+enum class Emitted : std::uint8_t { sent, no_buffer, link_full };
+
+// build_icmp_error() handed to the link (flushed first when it is full).
+inline Emitted emit_icmp_error(GuestLink& link, MacAddr src_mac, const GuestAddr& to, Ipv4Addr src,
+                               Ipv4Addr guest_ip, std::uint8_t type, std::uint8_t code,
+                               std::uint32_t rest, ByteView quote, std::uint16_t ident) noexcept {
+    auto r =
+        build_icmp_error(link.pool(), src_mac, to, src, guest_ip, type, code, rest, quote, ident);
+    if (!r) return Emitted::no_buffer;
+    if (link.room() == 0) link.flush();
+    return link.dispatch(*r) ? Emitted::sent : Emitted::link_full;
+}
+
+// Takes entries off socket `fd`'s error queue (IP_RECVERR) while the link has room and calls
+// relay(e, rest) for each that an ICMP message caused and a guest should hear of (destination
+// unreachable, time exceeded, parameter problem); `rest` is the ICMP header's second word (RFC
+// 1191: the next-hop MTU of "fragmentation needed"). False when it stopped early — the link
+// full, or 64 entries taken — and the rest waits in the queue for the flow's next turn, as its
+// data waits in the receive queue.
+template <class Relay>
+bool drain_error_queue(DgramSockets& socks, GuestLink& link, int fd, Relay&& relay) noexcept {
+    SockError e;
+    for (int n = 0; n < 64; ++n) {
+        if (link.room() == 0) {
+            link.flush();
+            if (link.room() == 0) return false;
+        }
+        if (!socks.read_error(fd, e)) return true;
+        if (!e.from_icmp || (e.type != 3 && e.type != 11 && e.type != 12)) continue;
+        relay(static_cast<const SockError&>(e),
+              (e.type == 3 && e.code == 4) ? (e.info & 0xffffu) : std::uint32_t{0});
+    }
+    return false;
+}
+
+// Who an error the host received about a flow comes from, as the guest sees it: the destination
+// itself when it answered, else the gateway (host-side routers and the host's own addresses
+// stay hidden).
+inline Ipv4Addr relay_source(Ipv4Addr offender, Ipv4Addr host_dst, Ipv4Addr remote,
+                             Ipv4Addr gateway) noexcept {
+    return (offender.is_unspecified() || offender == host_dst) ? remote : gateway;
 }
 
 // Frames the largest IPv4 datagram takes at `mtu` once fragmented (RFC 791: every fragment but

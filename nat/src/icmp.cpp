@@ -107,16 +107,19 @@ struct IcmpEngine::Impl {
     void send_icmp_error(const detail::GuestAddr& to, Ipv4Addr src, Ipv4Addr guest_ip,
                          std::uint8_t type, std::uint8_t code, std::uint32_t rest,
                          ByteView quote) noexcept {
-        auto r = detail::build_icmp_error(link.pool(), cfg.gateway_mac, to, src, guest_ip, type,
-                                          code, rest, quote, ip_id++);
-        if (!r) {
-            c.drop_no_buffer.inc();
-            return;
-        }
-        if (link.room() == 0) link.flush();
         // An error message the full link refuses is dropped (RFC 1812 §4.3.2.8 lets a router
         // limit them anyway): counted apart from replies, which are never read into a full link.
-        if (!link.dispatch(*r)) c.errors_link_full.inc();
+        switch (detail::emit_icmp_error(link, cfg.gateway_mac, to, src, guest_ip, type, code, rest,
+                                        quote, ip_id++)) {
+            case detail::Emitted::sent:
+                break;
+            case detail::Emitted::no_buffer:
+                c.drop_no_buffer.inc();
+                break;
+            case detail::Emitted::link_full:
+                c.errors_link_full.inc();
+                break;
+        }
     }
 
     // An ICMP message (header onwards, identifier already the guest's) from `src` to the guest,
@@ -285,11 +288,6 @@ struct IcmpEngine::Impl {
         return kIpHdr + n;
     }
 
-    [[nodiscard]] Ipv4Addr error_source(const Flow& f, const FlowKey& k,
-                                        Ipv4Addr offender) const noexcept {
-        return (offender.is_unspecified() || offender == f.host_dst) ? k.remote_ip : cfg.gateway;
-    }
-
     // Ping mode: replies (and errors) of one flow's socket.
     void receive_ping(FlowId id, Flow& f, std::uint32_t budget) noexcept {
         if (f.err_pending) {
@@ -350,28 +348,18 @@ struct IcmpEngine::Impl {
 
     void drain_errors(FlowId id, Flow& f) noexcept {
         const FlowKey k = table.key(id);
-        SockError e;
-        f.err_pending = false;
-        for (int guard = 0;; ++guard) {
-            if (guard == 64 || link.room() == 0) {
-                // The link is full (or the queue long): the rest waits in the error queue for
-                // this flow's next turn, as its data waits in the receive queue.
-                link.flush();
-                f.err_pending = true;
-                make_pending(id, f);
-                return;
-            }
-            if (!socks.read_error(f.fd, e)) break;
-            if (!e.from_icmp || !is_error_type(e.type)) continue;
-            std::array<std::byte, kIpHdr + sizeof e.data> q{};
-            const std::size_t qn =
-                build_quote(q, k, ByteView{e.data.data(), std::min(e.data_len, e.data.size())});
-            if (qn == 0) continue;
-            const std::uint32_t rest = (e.type == 3 && e.code == 4) ? (e.info & 0xffffu) : 0;
-            send_icmp_error(f.guest, error_source(f, k, e.offender), k.guest_ip, e.type, e.code,
-                            rest, ByteView{q.data(), qn});
-            c.errors_relayed.inc();
-        }
+        f.err_pending = !detail::drain_error_queue(
+            socks, link, f.fd, [&](const SockError& e, std::uint32_t rest) {
+                std::array<std::byte, kIpHdr + sizeof e.data> q{};
+                const std::size_t qn =
+                    build_quote(q, k, ByteView{e.data.data(), std::min(e.data_len, e.data.size())});
+                if (qn == 0) return;
+                send_icmp_error(
+                    f.guest, detail::relay_source(e.offender, f.host_dst, k.remote_ip, cfg.gateway),
+                    k.guest_ip, e.type, e.code, rest, ByteView{q.data(), qn});
+                c.errors_relayed.inc();
+            });
+        if (f.err_pending) make_pending(id, f);
     }
 
     // Raw mode: one message the raw socket received (IPv4 header onwards).
@@ -441,8 +429,9 @@ struct IcmpEngine::Impl {
         if (qn == 0) return;
         const std::uint32_t rest =
             (type == 3 && icmp->code() == 4) ? (icmp->rest_of_header() & 0xffffu) : 0;
-        send_icmp_error(f.guest, error_source(f, k, ip->src()), k.guest_ip, type, icmp->code(),
-                        rest, ByteView{q.data(), qn});
+        send_icmp_error(f.guest,
+                        detail::relay_source(ip->src(), f.host_dst, k.remote_ip, cfg.gateway),
+                        k.guest_ip, type, icmp->code(), rest, ByteView{q.data(), qn});
         c.errors_relayed.inc();
     }
 

@@ -109,13 +109,17 @@ struct UdpEngine::Impl {
     // An ICMP error to the guest quoting `quote` (its datagram: IPv4 header onwards).
     void send_icmp(const detail::GuestAddr& to, Ipv4Addr src, Ipv4Addr guest_ip, std::uint8_t type,
                    std::uint8_t code, std::uint32_t rest, ByteView quote) noexcept {
-        auto r = detail::build_icmp_error(link.pool(), cfg.gateway_mac, to, src, guest_ip, type,
-                                          code, rest, quote, ip_id++);
-        if (!r) {
-            c.drop_no_buffer.inc();
-            return;
+        switch (detail::emit_icmp_error(link, cfg.gateway_mac, to, src, guest_ip, type, code, rest,
+                                        quote, ip_id++)) {
+            case detail::Emitted::sent:
+                break;
+            case detail::Emitted::no_buffer:
+                c.drop_no_buffer.inc();
+                break;
+            case detail::Emitted::link_full:
+                c.drop_link_full.inc();
+                break;
         }
-        (void)send_frame(*r);
     }
 
     void refuse(const UdpDatagramIn& d, Ipv4Addr src, std::uint8_t code) noexcept {
@@ -471,44 +475,28 @@ struct UdpEngine::Impl {
     // ICMP errors about the flow, from its socket's error queue, passed on to the guest.
     void drain_errors(FlowId id, Flow& f) noexcept {
         const FlowKey k = table.key(id);
-        SockError e;
-        f.err_pending = false;
-        for (int guard = 0;; ++guard) {
-            if (guard == 64 || link.room() == 0) {
-                // The link is full (or the queue long): the rest waits in the error queue for
-                // this flow's next turn, as its data waits in the receive queue.
-                link.flush();
-                f.err_pending = true;
-                make_pending(id, f);
-                return;
-            }
-            if (!socks.read_error(f.fd, e)) break;
-            if (!e.from_icmp) continue;
-            if (e.type != 3 && e.type != 11 && e.type != 12) continue;
-            // The guest's datagram as it sent it: its IPv4 and UDP headers, then what the error
-            // quoted of the payload.
-            std::array<std::byte, kIpHdr + kUdpHdr + sizeof e.data> q{};
-            const std::size_t dlen = std::min(e.data_len, e.data.size());
-            wire::Ipv4Repr ip;
-            ip.src = k.guest_ip;
-            ip.dst = k.remote_ip;
-            ip.protocol = IpProto::udp;
-            ip.payload_len = static_cast<std::uint16_t>(kUdpHdr + dlen);
-            if (!ip.emit(q)) continue;
-            store_be16(q.data() + kIpHdr, k.guest_port);
-            store_be16(q.data() + kIpHdr + 2, k.remote_port);
-            store_be16(q.data() + kIpHdr + 4, static_cast<std::uint16_t>(kUdpHdr + dlen));
-            std::copy_n(e.data.begin(), dlen, q.begin() + kIpHdr + kUdpHdr);
-            // The destination speaks for itself; anyone else on the host side is the gateway.
-            const Ipv4Addr src = (e.offender.is_unspecified() || e.offender == f.host_dst)
-                                     ? k.remote_ip
-                                     : cfg.gateway;
-            // RFC 1191: "fragmentation needed" carries the next-hop MTU in the low 16 bits.
-            const std::uint32_t rest = (e.type == 3 && e.code == 4) ? (e.info & 0xffffu) : 0;
-            send_icmp(f.guest, src, k.guest_ip, e.type, e.code, rest,
-                      ByteView{q.data(), kIpHdr + kUdpHdr + dlen});
-            c.icmp_relayed.inc();
-        }
+        f.err_pending = !detail::drain_error_queue(
+            socks, link, f.fd, [&](const SockError& e, std::uint32_t rest) {
+                // The guest's datagram as it sent it: its IPv4 and UDP headers, then what the error
+                // quoted of the payload.
+                std::array<std::byte, kIpHdr + kUdpHdr + sizeof e.data> q{};
+                const std::size_t dlen = std::min(e.data_len, e.data.size());
+                wire::Ipv4Repr ip;
+                ip.src = k.guest_ip;
+                ip.dst = k.remote_ip;
+                ip.protocol = IpProto::udp;
+                ip.payload_len = static_cast<std::uint16_t>(kUdpHdr + dlen);
+                if (!ip.emit(q)) return;
+                store_be16(q.data() + kIpHdr, k.guest_port);
+                store_be16(q.data() + kIpHdr + 2, k.remote_port);
+                store_be16(q.data() + kIpHdr + 4, static_cast<std::uint16_t>(kUdpHdr + dlen));
+                std::copy_n(e.data.begin(), dlen, q.begin() + kIpHdr + kUdpHdr);
+                send_icmp(
+                    f.guest, detail::relay_source(e.offender, f.host_dst, k.remote_ip, cfg.gateway),
+                    k.guest_ip, e.type, e.code, rest, ByteView{q.data(), kIpHdr + kUdpHdr + dlen});
+                c.icmp_relayed.inc();
+            });
+        if (f.err_pending) make_pending(id, f);
     }
 
     bool expire_heads(detail::LruList& l, bool short_class) noexcept {
