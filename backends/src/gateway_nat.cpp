@@ -57,9 +57,8 @@ void UserspaceGateway::enable_nat(IoContext& io, const Switch& sw, const NatConf
     icmp_ = std::make_unique<nat::IcmpEngine>(ic, *flows_, *dsocks_, *poller_, link);
     reasm_ = std::make_unique<nat::Reassembler>(pool_, cfg.reassembly);
     // A full table gives up the datagram flow idle longest (UDP or ICMP) for a new flow.
-    limits_->set_evictor([this](std::uint64_t now) {
-        return udp_->evict_idle(now) || icmp_->evict_idle(now);
-    });
+    limits_->set_evictor(
+        [this](std::uint64_t now) { return udp_->evict_idle(now) || icmp_->evict_idle(now); });
     epoll_watch_ = std::make_unique<FdWatcher>(io, poller_->fd());
     tick_ = std::make_unique<boost::asio::steady_timer>(io);
     arm_sockets();
@@ -146,8 +145,8 @@ void UserspaceGateway::process_udp(const PacketRef& frame, const wire::ParsedFra
     // (partial checksum offload) carries only the pseudo-header sum.
     if (udp.checksum() != 0 && !frame.meta().vnet.needs_csum() &&
         csum_fold(csum_partial(udp.datagram(), pseudo_header_sum_v4(ip.src(), ip.dst(),
-                                                                       IpProto::udp,
-                                                                       udp.length()))) != 0xffff) {
+                                                                    IpProto::udp, udp.length()))) !=
+            0xffff) {
         gw_.drop_bad_checksum.inc();
         return;
     }

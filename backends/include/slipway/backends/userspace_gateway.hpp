@@ -191,7 +191,7 @@ class UserspaceGateway final : public SwitchPort, public dns::ReplySink, private
     std::unique_ptr<nat::Reassembler> reasm_;
     std::unique_ptr<FdWatcher> epoll_watch_;
     std::unique_ptr<boost::asio::steady_timer> tick_;
-    std::uint64_t burst_ms_ = 0;  // the clock at the start of the burst being processed
+    std::uint64_t burst_ms_ = 0;        // the clock at the start of the burst being processed
     std::uint64_t last_slow_tick_ = 0;  // datagram timeouts and reassembly, once a second
     bool tick_armed_ = false;
     bool pending_posted_ = false;

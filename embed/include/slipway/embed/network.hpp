@@ -98,11 +98,11 @@ struct NetworkPlan {
     std::vector<std::string> dns_upstreams;  // as configured (empty: from resolv.conf)
     MacAddr gateway_mac;
     std::uint32_t mtu;
-    std::uint32_t max_flows = 0;   // after the RLIMIT_NOFILE clamp
-    std::uint64_t nofile = 0;      // the RLIMIT_NOFILE in force (raised to the hard limit)
-    bool peek_off = false;         // host data peeked with SO_PEEK_OFF
-    bool peek_off_kernel = false;  // the kernel has SO_PEEK_OFF for TCP
-    std::string icmp_mode;         // the ICMP echo mode in force: ping, raw or gateway
+    std::uint32_t max_flows = 0;            // after the RLIMIT_NOFILE clamp
+    std::uint64_t nofile = 0;               // the RLIMIT_NOFILE in force (raised to the hard limit)
+    bool peek_off = false;                  // host data peeked with SO_PEEK_OFF
+    bool peek_off_kernel = false;           // the kernel has SO_PEEK_OFF for TCP
+    std::string icmp_mode;                  // the ICMP echo mode in force: ping, raw or gateway
     std::vector<std::string> egress_rules;  // the policy in force, canonical, built-in included
     std::string host_alias_ports;           // canonical ("all" when unrestricted)
 };
