@@ -252,21 +252,14 @@ void UserspaceGateway::process_dns(const PacketRef& frame, const wire::ParsedFra
         return;
     }
     if (!f.ipv4->header_checksum_ok() || f.ip_fragment) {
-        gw_.drop_malformed.inc();  // fragmented queries: reassembly arrives with the NAT engine
+        gw_.drop_malformed.inc();  // a fragment here: no reassembly without the NAT engine
         return;
     }
-    // RFC 768: a zero checksum means none was computed. A partial checksum (virtio NEEDS_CSUM)
-    // is the guest's offload, not an error: its data was never on a wire.
-    const wire::UdpView& udp = *f.udp;
-    if (udp.checksum() != 0 && !frame.meta().vnet.needs_csum()) {
-        const std::uint16_t sum = csum_finish(csum_partial(
-            udp.datagram(),
-            pseudo_header_sum_v4(f.ipv4->src(), f.ipv4->dst(), IpProto::udp, udp.length())));
-        if (sum != 0) {
-            gw_.drop_bad_checksum.inc();
-            return;
-        }
+    if (!udp_checksum_ok(frame, f)) {
+        gw_.drop_bad_checksum.inc();
+        return;
     }
+    const wire::UdpView& udp = *f.udp;
     const Ipv4Addr src = f.ipv4->src();
     if (src.is_multicast() || src.is_broadcast() || src.v == 0) {
         gw_.drop_malformed.inc();  // no address an answer could go back to
@@ -302,6 +295,17 @@ void UserspaceGateway::flush_dns_replies() noexcept {
     if (replies_in_burst_ == 0) return;
     replies_in_burst_ = 0;
     notify_switch();
+}
+
+bool UserspaceGateway::udp_checksum_ok(const PacketRef& frame,
+                                       const wire::ParsedFrame& f) noexcept {
+    // RFC 768: a zero checksum means none was computed. A partial checksum (virtio NEEDS_CSUM)
+    // is the guest's offload, not an error: its data was never on a wire.
+    const wire::UdpView& udp = *f.udp;
+    if (udp.checksum() == 0 || frame.meta().vnet.needs_csum()) return true;
+    return csum_finish(
+               csum_partial(udp.datagram(), pseudo_header_sum_v4(f.ipv4->src(), f.ipv4->dst(),
+                                                                 IpProto::udp, udp.length()))) == 0;
 }
 
 bool UserspaceGateway::emit_udp_headers(PacketRef& r, MacAddr dst_mac,

@@ -9,7 +9,6 @@
 #include <chrono>
 
 #include "slipway/backends/userspace_gateway.hpp"
-#include "slipway/core/checksum.hpp"
 #include "slipway/core/log.hpp"
 #include "slipway/core/switch.hpp"
 
@@ -109,11 +108,7 @@ PortCaps UserspaceGateway::caps_of(std::uint16_t port) noexcept {
 
 void UserspaceGateway::process_tcp(const PacketRef& frame, const wire::ParsedFrame& f) noexcept {
     const wire::Ipv4View& ip = *f.ipv4;
-    if (!ip.header_checksum_ok() || f.ip_fragment) {
-        gw_.drop_malformed.inc();  // reassembly came first: a fragment here is not whole
-        return;
-    }
-    if (!nat_source_ok(f)) return;
+    if (!nat_ingress_ok(f)) return;
     gw_.tcp_handled.inc();
     tcp_->process_segment(nat::TcpSegmentIn{.guest_mac = f.eth.src(),
                                             .vlan = f.eth.vlan(),
@@ -123,10 +118,13 @@ void UserspaceGateway::process_tcp(const PacketRef& frame, const wire::ParsedFra
                           burst_ms_);
 }
 
-bool UserspaceGateway::nat_source_ok(const wire::ParsedFrame& f) noexcept {
-    const Ipv4Addr src = f.ipv4->src();
-    if (src.is_multicast() || src.is_broadcast() || src.is_unspecified() || src.is_loopback() ||
-        f.eth.src().is_multicast() || owns(src)) {
+bool UserspaceGateway::nat_ingress_ok(const wire::ParsedFrame& f) noexcept {
+    const wire::Ipv4View& ip = *f.ipv4;
+    const Ipv4Addr src = ip.src();
+    // Reassembly came first, so a fragment here is not whole; a source an answer could not go
+    // back to (or one of ours) opens no flow.
+    if (!ip.header_checksum_ok() || f.ip_fragment || src.is_multicast() || src.is_broadcast() ||
+        src.is_unspecified() || src.is_loopback() || f.eth.src().is_multicast() || owns(src)) {
         gw_.drop_malformed.inc();
         return false;
     }
@@ -134,19 +132,8 @@ bool UserspaceGateway::nat_source_ok(const wire::ParsedFrame& f) noexcept {
 }
 
 void UserspaceGateway::process_udp(const PacketRef& frame, const wire::ParsedFrame& f) noexcept {
-    const wire::Ipv4View& ip = *f.ipv4;
-    if (!ip.header_checksum_ok()) {
-        gw_.drop_malformed.inc();
-        return;
-    }
-    if (!nat_source_ok(f)) return;
-    const wire::UdpView& udp = *f.udp;
-    // RFC 768: checksum 0 means none was computed; a frame whose checksum the guest left to us
-    // (partial checksum offload) carries only the pseudo-header sum.
-    if (udp.checksum() != 0 && !frame.meta().vnet.needs_csum() &&
-        csum_fold(csum_partial(udp.datagram(), pseudo_header_sum_v4(ip.src(), ip.dst(),
-                                                                    IpProto::udp, udp.length()))) !=
-            0xffff) {
+    if (!nat_ingress_ok(f)) return;
+    if (!udp_checksum_ok(frame, f)) {
         gw_.drop_bad_checksum.inc();
         return;
     }
@@ -154,24 +141,23 @@ void UserspaceGateway::process_udp(const PacketRef& frame, const wire::ParsedFra
     udp_->process_datagram(nat::UdpDatagramIn{.guest_mac = f.eth.src(),
                                               .vlan = f.eth.vlan(),
                                               .in_port = frame.meta().in_port,
-                                              .ip = ip,
-                                              .udp = udp},
+                                              .ip = *f.ipv4,
+                                              .udp = *f.udp},
                            burst_ms_);
 }
 
 void UserspaceGateway::process_icmp_nat(const PacketRef& frame,
                                         const wire::ParsedFrame& f) noexcept {
-    const wire::Ipv4View& ip = *f.ipv4;
-    if (!ip.header_checksum_ok() || !f.icmpv4->checksum_ok()) {
+    if (!nat_ingress_ok(f)) return;
+    if (!f.icmpv4->checksum_ok()) {
         gw_.drop_malformed.inc();
         return;
     }
-    if (!nat_source_ok(f)) return;
     gw_.icmp_handled.inc();
     icmp_->process_message(nat::IcmpMessageIn{.guest_mac = f.eth.src(),
                                               .vlan = f.eth.vlan(),
                                               .in_port = frame.meta().in_port,
-                                              .ip = ip,
+                                              .ip = *f.ipv4,
                                               .icmp = *f.icmpv4},
                            burst_ms_);
 }

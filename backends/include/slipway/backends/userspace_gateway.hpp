@@ -160,8 +160,12 @@ class UserspaceGateway final : public SwitchPort, public dns::ReplySink, private
     void process_udp(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;
     void process_icmp_nat(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;
     void process_fragment(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;
-    // Whether the frame's source may open NAT flows (unicast, not ours, not unspecified).
-    [[nodiscard]] bool nat_source_ok(const wire::ParsedFrame& f) noexcept;
+    // Whether an IPv4 frame may reach the NAT engines: header checksum good, not a fragment, a
+    // unicast source that is not ours (counts drop_malformed otherwise).
+    [[nodiscard]] bool nat_ingress_ok(const wire::ParsedFrame& f) noexcept;
+    // A UDP datagram's checksum, unless none was computed or the guest left it to us.
+    [[nodiscard]] static bool udp_checksum_ok(const PacketRef& frame,
+                                              const wire::ParsedFrame& f) noexcept;
     void end_nat_burst(std::uint64_t now) noexcept;
     [[nodiscard]] bool nat_pending() const noexcept;
     void run_nat_pending(std::uint64_t now) noexcept;
