@@ -778,7 +778,8 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
               "command-line order, first match wins, then a built-in deny of 169.254.169.254, "
               "then allow (default: none)");
     rule_flag("--deny", "deny",
-              "Egress rule, repeatable: drop new flows to CIDR[:PORTS][/PROTO], ordered with "
+              "Egress rule, repeatable: refuse new flows to CIDR[:PORTS][/PROTO] (TCP with a "
+              "RST, UDP and ICMP with an ICMP 'administratively prohibited'), ordered with "
               "--allow as above (default: none); in the config file both are one array, egress "
               "= [\"deny RULE\", \"allow RULE\"], replaced as a whole by any --allow/--deny");
     auto* o_host_alias_ports =
