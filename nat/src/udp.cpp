@@ -447,23 +447,26 @@ struct UdpEngine::Impl {
                 const ByteView hv{h, std::min(len, head)};
                 const ByteView tv{tails.get() + i * kTail, len > head ? len - head : 0};
                 const Sent sent = deliver_fragmented(f, k, hv, tv);
-                if (sent == Sent::yes && backlog.empty()) continue;
-                if (sent == Sent::dropped) continue;
-                if (i + 1 == static_cast<std::size_t>(n)) {
-                    // Read one at a time (fit was 0), so this is the last of its read: it waits
-                    // (its fragments in the backlog, or its bytes held for want of buffers) and
-                    // nothing more is read until it went.
-                    if (sent == Sent::later) {
-                        std::copy(hv.begin(), hv.end(), held.get());
-                        std::copy(tv.begin(), tv.end(), held.get() + hv.size());
-                        held_len = len;
-                        held_id = id;
+                if (sent == Sent::dropped || (sent == Sent::yes && backlog.empty())) continue;
+                const bool last = i + 1 == static_cast<std::size_t>(n);
+                if (sent == Sent::later) {
+                    if (!last) {
+                        // Not expected: the read was sized for the worst case.
+                        c.drop_no_buffer.inc();
+                        continue;
                     }
-                    touch(id, f);
-                    make_pending(id, f);
-                    return;
+                    std::copy(hv.begin(), hv.end(), held.get());
+                    std::copy(tv.begin(), tv.end(), held.get() + hv.size());
+                    held_len = len;
+                    held_id = id;
                 }
-                c.drop_no_buffer.inc();  // not expected: the read was sized for the worst case
+                if (!last) continue;  // (backlog: the datagrams after it are counted above)
+                // Read one at a time (fit was 0), so this is the last of its read: it waits (its
+                // fragments in the backlog, or its bytes held for want of buffers) and nothing
+                // more is read until it went.
+                touch(id, f);
+                make_pending(id, f);
+                return;
             }
             if (n > 0) touch(id, f);
             budget -= std::min<std::uint32_t>(budget, static_cast<std::uint32_t>(n));
