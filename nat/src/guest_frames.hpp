@@ -2,7 +2,10 @@
 // messages quoting one of the guest's own datagrams. Internal to nat/.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -14,6 +17,9 @@
 #include "slipway/core/wire/icmpv4.hpp"
 #include "slipway/core/wire/ipv4.hpp"
 #include "slipway/nat/dgram_socket.hpp"
+#include "slipway/nat/flow_table.hpp"
+#include "slipway/nat/limits.hpp"
+#include "slipway/nat/policy.hpp"
 #include "slipway/nat/tcp.hpp"
 
 namespace slipway::nat::detail {
@@ -46,6 +52,13 @@ inline bool emit_l2_l3(MutByteView out, MacAddr src_mac, const GuestAddr& to, Ip
     ip.payload_len = static_cast<std::uint16_t>(l4_len);
     return eth.emit(out) && ip.emit(out.subspan(l2_len(to.vlan.has_value())));
 }
+
+// ICMP destination unreachable codes the engines send (RFC 792, RFC 1812 §5.2.7.1).
+inline constexpr std::uint8_t kIcmpDestUnreachable = 3;
+inline constexpr std::uint8_t kCodeNetUnreachable = 0;
+inline constexpr std::uint8_t kCodeHostUnreachable = 1;
+inline constexpr std::uint8_t kCodePortUnreachable = 3;
+inline constexpr std::uint8_t kCodeAdminProhibited = 13;
 
 // RFC 1812 §4.3.2.3: an ICMP error quotes as much of the original datagram as fits in 576 bytes.
 inline constexpr std::size_t kMaxIcmpQuote = 576 - wire::kIpv4MinHeaderLen - 8;
@@ -118,6 +131,51 @@ inline Ipv4Addr relay_source(Ipv4Addr offender, Ipv4Addr host_dst, Ipv4Addr remo
     return (offender.is_unspecified() || offender == host_dst) ? remote : gateway;
 }
 
+// The checks a new datagram flow passes once its destination is known to be translatable: the
+// egress policy (denied: refuse(kCodeAdminProhibited), counted denied_policy), the per-guest
+// limits and a table entry (counted drop_limit). The new flow's id, or kNoFlow.
+template <class Counters, class Refuse>
+FlowId admit_flow(const EgressPolicy* policy, FlowLimits* limits, FlowTable& table,
+                  const FlowKey& key, std::optional<Ipv4Addr> host_alias, std::uint64_t now,
+                  Counters& c, Refuse&& refuse) noexcept {
+    if (policy && !policy->permits(key, host_alias)) {
+        c.denied_policy.inc();
+        refuse(kCodeAdminProhibited);
+        return kNoFlow;
+    }
+    if (limits && limits->admit(key.guest_ip, false, now) != Admit::ok) {
+        c.drop_limit.inc();
+        return kNoFlow;
+    }
+    auto ins = limits ? limits->insert(table, key, now) : table.insert(key);
+    if (!ins) {
+        c.drop_limit.inc();
+        return kNoFlow;
+    }
+    return *ins;
+}
+
+// A datagram socket of `protocol` connected to `to`:`port` for flow `id`, bound to it in the
+// table and watched: the fd, or -1 after the flow's entry was erased (counted socket_failed; a
+// destination the host has no route to first gets refuse(net or host unreachable)).
+template <class Counters, class Refuse>
+int open_flow_socket(DgramSockets& socks, Poller& poller, FlowTable& table, FlowId id, int protocol,
+                     Ipv4Addr to, std::uint16_t port, Counters& c, Refuse&& refuse) noexcept {
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    sa.sin_addr.s_addr = htonl(to.v);
+    const int fd =
+        socks.open_connected(protocol, reinterpret_cast<const sockaddr*>(&sa), sizeof sa);
+    if (fd >= 0 && table.bind_fd(id, fd) && poller.watch(fd, id, sock_event::in)) return fd;
+    if (fd >= 0) socks.close(fd);
+    table.erase(id);
+    c.socket_failed.inc();
+    if (fd == -ENETUNREACH || fd == -EHOSTUNREACH)
+        refuse(fd == -ENETUNREACH ? kCodeNetUnreachable : kCodeHostUnreachable);
+    return -1;
+}
+
 // Frames the largest IPv4 datagram takes at `mtu` once fragmented (RFC 791: every fragment but
 // the last carries a multiple of 8 bytes).
 inline std::size_t max_fragments(std::uint32_t mtu) noexcept {
@@ -139,12 +197,5 @@ inline std::size_t datagrams_that_fit(PacketPool& pool, std::size_t room, std::u
         frame + pool.headroom() <= kSmallBufferSize ? SizeClass::small : SizeClass::large;
     return std::min(room / per, std::size_t{pool.global_free_approx(c)} / per);
 }
-
-// ICMP destination unreachable codes the engines send (RFC 792, RFC 1812 §5.2.7.1).
-inline constexpr std::uint8_t kIcmpDestUnreachable = 3;
-inline constexpr std::uint8_t kCodeNetUnreachable = 0;
-inline constexpr std::uint8_t kCodeHostUnreachable = 1;
-inline constexpr std::uint8_t kCodePortUnreachable = 3;
-inline constexpr std::uint8_t kCodeAdminProhibited = 13;
 
 }  // namespace slipway::nat::detail

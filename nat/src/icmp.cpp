@@ -195,42 +195,20 @@ struct IcmpEngine::Impl {
             c.denied.inc();
             return kNoFlow;
         }
-        if (cfg.policy && !cfg.policy->permits(key, cfg.host_alias)) {
-            c.denied_policy.inc();
-            send_icmp_error(from, cfg.gateway, key.guest_ip, detail::kIcmpDestUnreachable,
-                            detail::kCodeAdminProhibited, 0, m.ip.packet());
-            return kNoFlow;
-        }
-        if (cfg.limits && cfg.limits->admit(key.guest_ip, false, now) != Admit::ok) {
-            c.drop_limit.inc();
-            return kNoFlow;
-        }
-        auto ins = cfg.limits ? cfg.limits->insert(table, key, now) : table.insert(key);
-        if (!ins) {
-            c.drop_limit.inc();
-            return kNoFlow;
-        }
-        const FlowId id = *ins;
+        const auto refuse_with = [&](std::uint8_t code) {
+            send_icmp_error(from, cfg.gateway, key.guest_ip, detail::kIcmpDestUnreachable, code, 0,
+                            m.ip.packet());
+        };
+        const FlowId id = detail::admit_flow(cfg.policy, cfg.limits, table, key, cfg.host_alias,
+                                             now, c, refuse_with);
+        if (id == kNoFlow) return kNoFlow;
         const Ipv4Addr to = alias ? Ipv4Addr::from_octets(127, 0, 0, 1) : dst;
         Flow& f = flows[id];
         f = Flow{};
         if (cfg.mode == IcmpMode::ping) {
-            sockaddr_in sa{};
-            sa.sin_family = AF_INET;
-            sa.sin_addr.s_addr = htonl(to.v);
-            const int fd = socks.open_connected(IPPROTO_ICMP,
-                                                reinterpret_cast<const sockaddr*>(&sa), sizeof sa);
-            if (fd < 0 || !table.bind_fd(id, fd) || !poller.watch(fd, id, sock_event::in)) {
-                if (fd >= 0) socks.close(fd);
-                table.erase(id);
-                c.socket_failed.inc();
-                if (fd == -ENETUNREACH || fd == -EHOSTUNREACH)
-                    send_icmp_error(from, cfg.gateway, key.guest_ip, detail::kIcmpDestUnreachable,
-                                    fd == -ENETUNREACH ? detail::kCodeNetUnreachable
-                                                       : detail::kCodeHostUnreachable,
-                                    0, m.ip.packet());
-                return kNoFlow;
-            }
+            const int fd = detail::open_flow_socket(socks, poller, table, id, IPPROTO_ICMP, to, 0,
+                                                    c, refuse_with);
+            if (fd < 0) return kNoFlow;
             f.fd = fd;
         } else {
             // A host identifier no live flow holds (65536 of them; a full wrap finds none only

@@ -158,37 +158,14 @@ struct UdpEngine::Impl {
             c.denied.inc();
             return kNoFlow;
         }
-        if (cfg.policy && !cfg.policy->permits(key, cfg.host_alias)) {
-            c.denied_policy.inc();
-            refuse(d, cfg.gateway, detail::kCodeAdminProhibited);
-            return kNoFlow;
-        }
-        if (cfg.limits && cfg.limits->admit(key.guest_ip, false, now) != Admit::ok) {
-            c.drop_limit.inc();
-            return kNoFlow;
-        }
-        auto ins = cfg.limits ? cfg.limits->insert(table, key, now) : table.insert(key);
-        if (!ins) {
-            c.drop_limit.inc();
-            return kNoFlow;
-        }
-        const FlowId id = *ins;
+        const auto refuse_with = [&](std::uint8_t code) { refuse(d, cfg.gateway, code); };
+        const FlowId id = detail::admit_flow(cfg.policy, cfg.limits, table, key, cfg.host_alias,
+                                             now, c, refuse_with);
+        if (id == kNoFlow) return kNoFlow;
         const Ipv4Addr to = alias ? Ipv4Addr::from_octets(127, 0, 0, 1) : dst;
-        sockaddr_in sa{};
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons(key.remote_port);
-        sa.sin_addr.s_addr = htonl(to.v);
-        const int fd = socks.open_connected(0, reinterpret_cast<const sockaddr*>(&sa), sizeof sa);
-        if (fd < 0 || !table.bind_fd(id, fd) || !poller.watch(fd, id, sock_event::in)) {
-            if (fd >= 0) socks.close(fd);
-            table.erase(id);
-            c.socket_failed.inc();
-            if (fd == -ENETUNREACH || fd == -EHOSTUNREACH)
-                refuse(d, cfg.gateway,
-                       fd == -ENETUNREACH ? detail::kCodeNetUnreachable
-                                          : detail::kCodeHostUnreachable);
-            return kNoFlow;
-        }
+        const int fd = detail::open_flow_socket(socks, poller, table, id, 0, to, key.remote_port, c,
+                                                refuse_with);
+        if (fd < 0) return kNoFlow;
         Flow& f = flows[id];
         f = Flow{};
         f.fd = fd;
