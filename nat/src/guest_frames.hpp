@@ -97,8 +97,17 @@ inline Emitted emit_icmp_error(GuestLink& link, MacAddr src_mac, const GuestAddr
     auto r =
         build_icmp_error(link.pool(), src_mac, to, src, guest_ip, type, code, rest, quote, ident);
     if (!r) return Emitted::no_buffer;
-    if (link.room() == 0) link.flush();
-    return link.dispatch(*r) ? Emitted::sent : Emitted::link_full;
+    return link.push(*r) ? Emitted::sent : Emitted::link_full;
+}
+
+// ICMP errors a guest hears of: destination unreachable, time exceeded, parameter problem.
+inline bool relayable_error(std::uint8_t type) noexcept {
+    return type == 3 || type == 11 || type == 12;
+}
+// The second word of such an error's ICMP header, from what the host's error said: the next-hop
+// MTU for "fragmentation needed" (RFC 1191), else zero.
+inline std::uint32_t error_rest(std::uint8_t type, std::uint8_t code, std::uint32_t mtu) noexcept {
+    return (type == 3 && code == 4) ? (mtu & 0xffffu) : 0;
 }
 
 // Takes entries off socket `fd`'s error queue (IP_RECVERR) while the link has room and calls
@@ -116,9 +125,8 @@ bool drain_error_queue(DgramSockets& socks, GuestLink& link, int fd, Relay&& rel
             if (link.room() == 0) return false;
         }
         if (!socks.read_error(fd, e)) return true;
-        if (!e.from_icmp || (e.type != 3 && e.type != 11 && e.type != 12)) continue;
-        relay(static_cast<const SockError&>(e),
-              (e.type == 3 && e.code == 4) ? (e.info & 0xffffu) : std::uint32_t{0});
+        if (!e.from_icmp || !relayable_error(e.type)) continue;
+        relay(static_cast<const SockError&>(e), error_rest(e.type, e.code, e.info));
     }
     return false;
 }

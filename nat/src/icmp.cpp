@@ -26,10 +26,6 @@ constexpr std::size_t kIcmpHdr = 8;
 constexpr std::uint8_t kEchoReply = 0;
 constexpr std::uint8_t kEchoRequest = 8;
 
-bool is_error_type(std::uint8_t t) noexcept {
-    return t == 3 || t == 11 || t == 12;  // unreachable, time exceeded, parameter problem
-}
-
 // Rewrites the echo identifier of the ICMP message at `p` (checksum updated, RFC 1624).
 void set_echo_id(std::byte* p, std::uint16_t id) noexcept {
     const std::uint16_t old = load_be16(p + 4);
@@ -166,10 +162,7 @@ struct IcmpEngine::Impl {
     }
 
     bool flush_backlog() noexcept {
-        return backlog.flush([this](PacketRef& r) {
-            if (link.room() == 0) link.flush();
-            return link.dispatch(r);
-        });
+        return backlog.flush([this](PacketRef& r) { return link.push(r); });
     }
 
     void free_flow(FlowId id, Flow& f) noexcept {
@@ -372,7 +365,7 @@ struct IcmpEngine::Impl {
             deliver(f, k.remote_ip, k.guest_ip, ByteView{copy, msg.size()});
             return;
         }
-        if (!is_error_type(type)) {
+        if (!detail::relayable_error(type)) {
             c.unmatched.inc();
             return;
         }
@@ -405,8 +398,7 @@ struct IcmpEngine::Impl {
         std::array<std::byte, detail::kMaxIcmpQuote> q{};
         const std::size_t qn = build_quote(q, k, req);
         if (qn == 0) return;
-        const std::uint32_t rest =
-            (type == 3 && icmp->code() == 4) ? (icmp->rest_of_header() & 0xffffu) : 0;
+        const std::uint32_t rest = detail::error_rest(type, icmp->code(), icmp->rest_of_header());
         send_icmp_error(f.guest,
                         detail::relay_source(ip->src(), f.host_dst, k.remote_ip, cfg.gateway),
                         k.guest_ip, type, icmp->code(), rest, ByteView{q.data(), qn});

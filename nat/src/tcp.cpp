@@ -281,8 +281,7 @@ struct TcpEngine::Impl {
     }
 
     bool send_frame(PacketRef& r) noexcept {
-        if (link.room() == 0) link.flush();
-        if (!link.dispatch(r)) {
+        if (!link.push(r)) {
             c.drop_link_full.inc();
             return false;
         }

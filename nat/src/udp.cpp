@@ -98,8 +98,7 @@ struct UdpEngine::Impl {
     // ---- frames to the guest ----------------------------------------------------------------
 
     bool send_frame(PacketRef& r) noexcept {
-        if (link.room() == 0) link.flush();
-        if (!link.dispatch(r)) {
+        if (!link.push(r)) {
             c.drop_link_full.inc();
             return false;
         }
@@ -280,13 +279,6 @@ struct UdpEngine::Impl {
 
     enum class Sent : std::uint8_t { yes, later, dropped };
 
-    // Queues a frame unless the link is full even after a flush (no drop counted: the caller
-    // keeps the frame).
-    bool try_dispatch(PacketRef& r) noexcept {
-        if (link.room() == 0) link.flush();
-        return link.dispatch(r);
-    }
-
     // A datagram longer than the guest MTU (or than the head buffer): its UDP header and its
     // two parts go out as IPv4 fragments. `later`: the pool cannot give every fragment a buffer
     // now (nothing was sent). Fragments the link cannot take now wait in the backlog.
@@ -331,7 +323,7 @@ struct UdpEngine::Impl {
 
     // Sends what waits in the backlog: true when it is empty.
     bool flush_backlog() noexcept {
-        return backlog.flush([this](PacketRef& r) { return try_dispatch(r); });
+        return backlog.flush([this](PacketRef& r) { return link.push(r); });
     }
 
     // What was read but not delivered goes first: true when nothing waits any more.

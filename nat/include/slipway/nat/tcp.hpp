@@ -95,6 +95,11 @@ class GuestLink {
     virtual bool dispatch(PacketRef& frame) noexcept = 0;
     // Moves queued frames on now if it can (the engine calls it when room() runs low).
     virtual void flush() noexcept {}
+    // dispatch(), after a flush() when the link is full.
+    bool push(PacketRef& frame) noexcept {
+        if (room() == 0) flush();
+        return dispatch(frame);
+    }
     // What the guest behind switch port `port` takes (GSO frames, partial checksums).
     [[nodiscard]] virtual PortCaps caps_of(std::uint16_t port) noexcept = 0;
 };
