@@ -1,5 +1,6 @@
 # Unit tests for the foundation pieces of core (ring, pool, virtio header, log, types).
 slipway_unit_test(test_core_ring core/ring_test.cpp)
+slipway_unit_test(test_core_command_channel core/command_channel_test.cpp)
 slipway_unit_test(test_core_pool core/pool_test.cpp)
 slipway_unit_test(test_core_misc core/misc_test.cpp core/unix_socket_test.cpp)
 # Two-thread stress tests: also the only tests the tsan preset runs (label `stress`).

@@ -20,6 +20,8 @@ enum class Errc : std::uint8_t {
     would_block,       // non-blocking operation could not make progress
     invalid_argument,  // a caller passed a value outside the documented range
     io_error,          // a system call failed; the caller logs errno where it has it
+    conflict,          // clashes with something already configured (a forward on the same port)
+    not_found,         // names something that does not exist (a forward id, a DNS record)
 };
 
 [[nodiscard]] constexpr std::string_view to_string(Errc e) noexcept {
@@ -44,6 +46,10 @@ enum class Errc : std::uint8_t {
             return "invalid argument";
         case Errc::io_error:
             return "I/O error";
+        case Errc::conflict:
+            return "conflict";
+        case Errc::not_found:
+            return "not found";
     }
     return "unknown error";
 }
