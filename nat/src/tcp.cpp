@@ -28,6 +28,8 @@ constexpr std::size_t kMaxPeekFrames = 32;  // frames filled by one peek
 constexpr std::size_t kAckList = 256;       // flows with an ACK due at end_burst()
 constexpr std::size_t kLinkReserve = 8;     // ring slots kept for ACKs and control frames
 constexpr std::uint16_t kDefaultMss = 536;  // RFC 9293 §3.7.1: no MSS option
+constexpr std::uint32_t kSynRtoMs = 1000;   // RFC 6298 §2.1: the initial RTO of our own SYN
+constexpr std::uint8_t kSynRetries = 6;     // 1+2+4+8+16+32 s, like Linux's tcp_syn_retries
 constexpr std::size_t kIpHdr = wire::kIpv4MinHeaderLen;
 constexpr std::size_t kTcpHdr = wire::kTcpMinHeaderLen;
 
@@ -58,6 +60,7 @@ struct TcpEngine::Impl {
         bool peer_fin = false;  // the socket reported the peer's FIN (EPOLLRDHUP)
         // An ACK is owed but held back for the next tick, in the hope that a reply carries it.
         bool delack = false;
+        bool inbound = false;  // opened by a port forward: we sent the SYN
         std::uint8_t dupacks = 0;
         std::uint8_t backoff = 0;
         std::uint8_t snd_wscale = 0;      // the guest's shift
@@ -84,6 +87,7 @@ struct TcpEngine::Impl {
         std::uint64_t rtx_at = 0;    // retransmission / probe / SYN-ACK timer (0: off)
         std::uint64_t since_ms = 0;  // when the flow entered its state (connect, FIN timeouts)
         std::uint64_t last_ms = 0;   // last activity either way (idle timeout)
+        std::uint32_t tag = 0;       // inbound: the port forward's id
 
         // Data bytes sent to the guest and not yet acknowledged (the peek offset).
         [[nodiscard]] std::uint32_t unacked() const noexcept {
@@ -101,7 +105,7 @@ struct TcpEngine::Impl {
     GuestLink& link;
     TcpCounters c;
     std::vector<Flow> flows;
-    std::array<std::uint32_t, 4> state_count{};
+    std::array<std::uint32_t, 5> state_count{};
     std::vector<FlowId> pending;  // FIFO of flows cut short (served from pending_head)
     std::size_t pending_head = 0;
     std::vector<FlowId> timers;  // flows with a timer armed (swept by on_tick)
@@ -149,6 +153,7 @@ struct TcpEngine::Impl {
     // Whether a guest may reach `dst`:`port` through a host socket.
     [[nodiscard]] bool translatable(Ipv4Addr dst, std::uint16_t port) const noexcept {
         if (cfg.dns_addr && dst == *cfg.dns_addr && port == 53) return bool(cfg.open_dns_stream);
+        if (dst == cfg.gateway) return bool(cfg.open_gateway_stream);
         if (cfg.host_alias && dst == *cfg.host_alias) return true;
         if (dst == cfg.gateway || (cfg.dns_addr && dst == *cfg.dns_addr)) return false;
         if (dst.is_unspecified() || dst.is_broadcast() || dst.is_multicast() || dst.is_loopback())
@@ -430,9 +435,11 @@ struct TcpEngine::Impl {
             send_rst_for(s);
             return;
         }
-        // The gateway's own DNS service is not egress: the policy governs what leaves.
+        // The gateway's own services (DNS, the guest API) are not egress: the policy governs
+        // what leaves.
         const bool own_dns =
-            cfg.dns_addr && key.remote_ip == *cfg.dns_addr && key.remote_port == 53;
+            (cfg.dns_addr && key.remote_ip == *cfg.dns_addr && key.remote_port == 53) ||
+            key.remote_ip == cfg.gateway;
         if (cfg.policy && !own_dns && !cfg.policy->permits(key, cfg.host_alias)) {
             c.denied_policy.inc();
             send_rst_for(s);
@@ -485,6 +492,9 @@ struct TcpEngine::Impl {
         if (cfg.dns_addr && key.remote_ip == *cfg.dns_addr && key.remote_port == 53) {
             fd = cfg.open_dns_stream ? cfg.open_dns_stream() : -EOPNOTSUPP;
             if (fd >= 0) socks.adopt(fd);
+        } else if (key.remote_ip == cfg.gateway) {
+            fd = cfg.open_gateway_stream ? cfg.open_gateway_stream(key.remote_port) : -ECONNREFUSED;
+            if (fd >= 0) socks.adopt(fd);
         } else {
             sockaddr_in sa{};
             sa.sin_family = AF_INET;
@@ -532,6 +542,106 @@ struct TcpEngine::Impl {
         c.established.inc();
         f.snd_nxt = f.snd_max = f.snd_isn + 1;
         send_synack(id, f);
+    }
+
+    // ---- inbound (port forwards, TCP.md §3) ----------------------------------------------
+
+    // Our SYN to the guest, from the client's side, with our MSS and window scale.
+    void send_syn(FlowId id, Flow& f) noexcept {
+        wire::TcpOptions o;
+        o.mss = static_cast<std::uint16_t>(std::min<std::uint32_t>(cfg.mtu, 65535) - 40);
+        o.window_scale = cfg.rcv_wscale;
+        // RFC 7323 §2.2: the window of a SYN segment is never scaled.
+        const std::size_t space = f.fd < 0 ? 0 : socks.send_space(f.fd);
+        f.rcv_wnd = static_cast<std::uint32_t>(std::min<std::size_t>(space, 65535));
+        (void)send_control(dest_of(id, f), f.snd_isn, TcpSeq{0}, wire::tcp_flag::syn,
+                           static_cast<std::uint16_t>(f.rcv_wnd), &o);
+        set_rtx(id, f);
+    }
+
+    FlowId open_inbound(const TcpInbound& in) noexcept {
+        socks.adopt(in.fd);
+        const auto refuse = [&] {
+            c.inbound_failed.inc();
+            socks.close(in.fd, true);
+            if (cfg.on_inbound_refused) cfg.on_inbound_refused(in.tag);
+            return kNoFlow;
+        };
+        if (table.find(in.key) != kNoFlow) return refuse();
+        auto ins = limits.insert(table, in.key, now);
+        if (!ins) return refuse();
+        const FlowId id = *ins;
+        Flow& f = flows[id];
+        clear(f);
+        set_state(f, TcpState::syn_sent);
+        limits.opened(in.key.guest_ip, false);
+        f.inbound = true;
+        f.tag = in.tag;
+        f.guest_mac = in.guest_mac;
+        f.vlan = in.vlan;
+        f.in_port = in.in_port;
+        f.rcv_wscale = cfg.rcv_wscale;
+        f.snd_isn = TcpSeq{cfg.isn ? cfg.isn() : ::arc4random()};  // RFC 9293 §3.4.1
+        f.snd_una = f.recover = f.snd_wl2 = f.snd_isn;
+        f.snd_nxt = f.snd_max = f.snd_isn + 1;
+        f.rto_ms = kSynRtoMs;
+        f.last_ms = now;
+        f.fd = in.fd;
+        if (!table.bind_fd(id, in.fd) ||
+            !poller.watch(in.fd, id, sock_event::in | sock_event::out)) {
+            c.inbound_failed.inc();
+            if (cfg.on_inbound_refused) cfg.on_inbound_refused(in.tag);
+            free_flow(id, f, true);
+            return kNoFlow;
+        }
+        f.interest = sock_event::in | sock_event::out;
+        c.inbound_opened.inc();
+        send_syn(id, f);
+        return id;
+    }
+
+    // RFC 9293 §3.10.7.3 (SYN-SENT): the guest's SYN-ACK acknowledging our SYN.
+    void establish_inbound(FlowId id, Flow& f, const wire::TcpView& t) noexcept {
+        f.guest_isn = t.seq();
+        f.rcv_nxt = t.seq() + 1;
+        const wire::TcpOptions o = t.parse_options();
+        const std::uint32_t mtu_mss = std::min<std::uint32_t>(cfg.mtu, 65535) - 40;
+        f.mss = static_cast<std::uint16_t>(
+            std::clamp<std::uint32_t>(o.mss.value_or(kDefaultMss), 64, mtu_mss));
+        // RFC 7323 §2.2: scaling applies only when both SYNs carry the option.
+        f.ws_ok = o.window_scale.has_value();
+        f.snd_wscale = f.ws_ok ? *o.window_scale : 0;
+        f.rcv_wscale = f.ws_ok ? cfg.rcv_wscale : 0;
+        f.snd_wnd = t.window();  // never scaled in a SYN
+        f.snd_wl1 = t.seq();
+        f.snd_wl2 = t.ack();
+        f.rcv_adv = f.rcv_nxt;  // send_ack() below advertises the first window and moves it
+        f.snd_una = t.ack();
+        f.syn_acked = true;
+        if (f.backoff == 0) rtt_sample(f, static_cast<std::uint32_t>((now - f.since_ms) * 1000));
+        f.rtx_at = 0;
+        f.backoff = 0;
+        f.rto_ms = std::max(f.rto_ms, kRtoMinMs);
+        set_state(f, TcpState::established);
+        c.inbound_established.inc();
+        send_ack(id, f);  // the handshake's third segment
+        // The client may have written before the guest answered: its bytes wait in the socket,
+        // whose readable edge came and went meanwhile.
+        f.drained = false;
+        try_send(id, f, cfg.slice_frames);
+    }
+
+    // The guest refused (RST) or never answered: the client gets a reset.
+    void fail_inbound(FlowId id, Flow& f, bool timed_out) noexcept {
+        if (timed_out) {
+            c.inbound_timeout.inc();
+            // Whatever half-open state the guest keeps for our SYN goes too.
+            (void)send_control(dest_of(id, f), f.snd_nxt, TcpSeq{0}, wire::tcp_flag::rst, 0);
+        } else {
+            c.inbound_refused.inc();
+        }
+        if (cfg.on_inbound_refused) cfg.on_inbound_refused(f.tag);
+        free_flow(id, f, true);
     }
 
     // ---- guest -> host --------------------------------------------------------------------
@@ -905,6 +1015,15 @@ struct TcpEngine::Impl {
 
     void on_rtx(FlowId id, Flow& f) noexcept {
         f.rtx_at = 0;
+        if (f.state == TcpState::syn_sent) {
+            // RFC 6298 §5.5: back off and send the SYN again; expire() gives up.
+            if (f.backoff < kSynRetries) {
+                ++f.backoff;
+                c.retransmits.inc();
+                send_syn(id, f);
+            }
+            return;
+        }
         if (f.state == TcpState::established && !f.syn_acked) {
             // Our SYN-ACK was lost: send it again (RFC 9293 §3.8.1).
             if (f.backoff < 6) {
@@ -957,6 +1076,11 @@ struct TcpEngine::Impl {
         if (f.state == TcpState::connecting) {
             if (now - f.since_ms < ms(cfg.connect_timeout)) return false;
             fail_connect(id, f, ETIMEDOUT);
+            return true;
+        }
+        if (f.state == TcpState::syn_sent) {
+            if (now - f.since_ms < ms(cfg.connect_timeout)) return false;
+            fail_inbound(id, f, true);
             return true;
         }
         const bool idle =
@@ -1027,6 +1151,27 @@ void TcpEngine::process_segment(const TcpSegmentIn& s, std::uint64_t now_ms) noe
     }
     Impl::Flow& f = m.flows[id];
     f.last_ms = now_ms;
+    if (f.state == TcpState::syn_sent) {
+        // RFC 9293 §3.10.7.3: in SYN-SENT, a RST counts only with an ACK of our SYN; a SYN-ACK
+        // acknowledging it completes the handshake; a SYN-ACK acknowledging anything else gets
+        // a RST; everything else is dropped.
+        const bool acks_syn = t.is_ack() && t.ack() == f.snd_isn + 1;
+        if (t.is_rst()) {
+            if (acks_syn) m.fail_inbound(id, f, false);
+            return;
+        }
+        if (t.is_syn() && t.is_ack()) {
+            if (acks_syn) {
+                m.establish_inbound(id, f, t);
+            } else {
+                m.c.drop_out_of_window.inc();
+                (void)m.send_control(m.dest_of(id, f), t.ack(), TcpSeq{0}, wire::tcp_flag::rst, 0);
+            }
+            return;
+        }
+        m.c.drop_out_of_window.inc();
+        return;
+    }
     if (t.is_rst()) {
         // RFC 5961 §3.2: accept a reset within the receive window; outside it, answer with a
         // challenge ACK — a guest that really reset answers that with a RST at exactly rcv_nxt
@@ -1044,7 +1189,11 @@ void TcpEngine::process_segment(const TcpSegmentIn& s, std::uint64_t now_ms) noe
     }
     if (t.is_syn()) {
         if (t.is_ack()) {
-            m.c.drop_malformed.inc();
+            // Our handshake ACK was lost: the guest sends its SYN-ACK again (RFC 9293 §3.10.7.4).
+            if (f.inbound && t.seq() == f.guest_isn)
+                m.queue_ack(id, f);
+            else
+                m.c.drop_malformed.inc();
             return;
         }
         if (t.seq() == f.guest_isn) {
@@ -1117,6 +1266,17 @@ void TcpEngine::process_socket_event(FlowId id, std::uint32_t events,
     Impl::Flow& f = m.flows[id];
     if (f.state == TcpState::free || f.fd < 0) return;  // stale event of a freed flow
     f.last_ms = now_ms;
+    if (f.state == TcpState::syn_sent) {
+        // The client's bytes (and FIN) wait in the socket until the guest answers; only an error
+        // (the client reset) ends the attempt.
+        if ((events & sock_event::rdhup) != 0) f.peer_fin = true;
+        if ((events & sock_event::error) != 0 && m.socks.connect_result(f.fd) != 0) {
+            m.c.reset_by_host.inc();
+            (void)m.send_control(m.dest_of(id, f), f.snd_nxt, TcpSeq{0}, wire::tcp_flag::rst, 0);
+            m.free_flow(id, f, true);
+        }
+        return;
+    }
     if (f.state == TcpState::connecting) {
         if ((events & (sock_event::out | sock_event::error | sock_event::hup)) == 0) return;
         const int err = m.socks.connect_result(f.fd);
@@ -1202,6 +1362,32 @@ void TcpEngine::reset_all() noexcept {
     }
 }
 
+FlowId TcpEngine::open_inbound(const TcpInbound& in, std::uint64_t now_ms) noexcept {
+    impl_->now = now_ms;
+    return impl_->open_inbound(in);
+}
+
+std::uint32_t TcpEngine::reset_tagged(std::uint32_t tag) noexcept {
+    Impl& m = *impl_;
+    std::uint32_t n = 0;
+    for (FlowId id = 0; id < m.flows.size(); ++id) {
+        Impl::Flow& f = m.flows[id];
+        if (f.state == TcpState::free || !f.inbound || f.tag != tag) continue;
+        if (f.state == TcpState::syn_sent)
+            (void)m.send_control(m.dest_of(id, f), f.snd_nxt, TcpSeq{0}, wire::tcp_flag::rst, 0);
+        else
+            m.send_rst_to_guest(id, f);
+        m.free_flow(id, f, true);
+        ++n;
+    }
+    m.link.flush();
+    return n;
+}
+
+bool TcpEngine::has_flow(const FlowKey& key) const noexcept {
+    return impl_->table.find(key) != kNoFlow;
+}
+
 const TcpCounters& TcpEngine::counters() const noexcept {
     return impl_->c;
 }
@@ -1214,8 +1400,8 @@ std::optional<TcpFlowInfo> TcpEngine::flow_info(FlowId id) const noexcept {
     const Impl& m = *impl_;
     if (id >= m.flows.size() || m.flows[id].state == TcpState::free) return std::nullopt;
     const Impl::Flow& f = m.flows[id];
-    return TcpFlowInfo{m.table.key(id), f.state,     f.fd,       f.unacked(),
-                       f.snd_wnd,       f.guest_fin, f.sock_eof, f.fin_sent};
+    return TcpFlowInfo{m.table.key(id), f.state,    f.fd,       f.unacked(), f.snd_wnd,
+                       f.guest_fin,     f.sock_eof, f.fin_sent, f.inbound,   f.tag};
 }
 
 void TcpEngine::for_each_flow(const std::function<void(const TcpFlowInfo&)>& fn) const {

@@ -41,6 +41,8 @@ struct UdpEngine::Impl {
         detail::GuestAddr guest;
         Ipv4Addr host_dst;  // where the socket is connected (the alias means 127.0.0.1)
         std::uint64_t last_ms = 0;
+        bool inbound = false;  // a port forward's client mapping
+        std::uint32_t tag = 0;
     };
     struct Gathered {
         FlowId id;
@@ -601,8 +603,89 @@ void UdpEngine::for_each_flow(std::uint64_t now_ms,
     const Impl& m = *impl_;
     for (FlowId id = 0; id < m.flows.size(); ++id) {
         const Impl::Flow& f = m.flows[id];
-        if (f.live) fn(UdpFlowInfo{m.table.key(id), f.fd, now_ms - std::min(now_ms, f.last_ms)});
+        if (f.live)
+            fn(UdpFlowInfo{m.table.key(id), f.fd, now_ms - std::min(now_ms, f.last_ms), f.inbound,
+                           f.tag});
     }
+}
+
+FlowId UdpEngine::open_inbound(const UdpInbound& in, std::uint64_t now_ms) noexcept {
+    Impl& m = *impl_;
+    m.now = now_ms;
+    const auto refuse = [&] {
+        m.c.drop_limit.inc();
+        m.socks.close(in.fd);
+        return kNoFlow;
+    };
+    if (m.table.find(in.key) != kNoFlow) return refuse();
+    Result<FlowId> ins =
+        m.cfg.limits ? m.cfg.limits->insert(m.table, in.key, now_ms) : m.table.insert(in.key);
+    if (!ins) return refuse();
+    const FlowId id = *ins;
+    if (!m.table.bind_fd(id, in.fd) || !m.poller.watch(in.fd, id, sock_event::in)) {
+        m.table.erase(id);
+        m.c.socket_failed.inc();
+        m.socks.close(in.fd);
+        return kNoFlow;
+    }
+    Impl::Flow& f = m.flows[id];
+    f = Impl::Flow{};
+    f.fd = in.fd;
+    f.live = true;
+    f.inbound = true;
+    f.tag = in.tag;
+    f.host_dst = in.peer;
+    f.guest = detail::GuestAddr{in.guest_mac, in.vlan, in.in_port};
+    f.last_ms = now_ms;
+    m.lru_of(f).push_back(id);
+    ++m.live;
+    if (m.cfg.limits) m.cfg.limits->opened(in.key.guest_ip, false);
+    m.c.flows_opened.inc();
+    return id;
+}
+
+bool UdpEngine::deliver(FlowId id, ByteView payload, std::uint64_t now_ms) noexcept {
+    Impl& m = *impl_;
+    m.now = now_ms;
+    if (id >= m.flows.size() || !m.flows[id].live) return false;
+    Impl::Flow& f = m.flows[id];
+    if (payload.size() > 65535 - kIpHdr - kUdpHdr) {
+        m.c.drop_truncated.inc();
+        return false;
+    }
+    if (m.link.room() <= kLinkReserve || !m.deliver_waiting()) {
+        m.c.drop_link_full.inc();  // UDP: the client's retransmission is the recovery
+        return false;
+    }
+    m.touch(id, f);
+    // One path for every size: a datagram that fits the MTU leaves as one whole fragment.
+    switch (m.deliver_fragmented(f, m.table.key(id), payload, {})) {
+        case Impl::Sent::yes:
+            return true;
+        case Impl::Sent::later:
+            m.c.drop_no_buffer.inc();
+            return false;
+        case Impl::Sent::dropped:
+            return false;
+    }
+    return false;
+}
+
+std::uint32_t UdpEngine::reset_tagged(std::uint32_t tag) noexcept {
+    Impl& m = *impl_;
+    std::uint32_t n = 0;
+    for (FlowId id = 0; id < m.flows.size(); ++id) {
+        Impl::Flow& f = m.flows[id];
+        if (!f.live || !f.inbound || f.tag != tag) continue;
+        m.free_flow(id, f);
+        ++n;
+    }
+    return n;
+}
+
+int UdpEngine::fd_of(FlowId id) const noexcept {
+    const Impl& m = *impl_;
+    return id < m.flows.size() && m.flows[id].live ? m.flows[id].fd : -1;
 }
 
 }  // namespace slipway::nat

@@ -12,3 +12,5 @@ include(nat/fragment.cmake OPTIONAL)
 include(nat/udp.cmake OPTIONAL)
 include(nat/icmp.cmake OPTIONAL)
 include(nat/limits.cmake OPTIONAL)
+# Inbound flows (port forwards) of the TCP and UDP engines.
+include(nat/inbound.cmake OPTIONAL)

@@ -13,6 +13,9 @@
 //
 //   (none) --guest SYN, policy and limits pass, socket()+connect() started--> connecting
 //   connecting --connect ok: SYN-ACK sent--> established
+//   (none) --open_inbound(): a port forward's client accepted, SYN sent to the guest--> syn_sent
+//   syn_sent --guest SYN-ACK acknowledging our SYN: ACK sent--> established
+//   syn_sent --guest RST, or no SYN-ACK within --connect-timeout--> client reset, freed
 //   connecting --ECONNREFUSED / timeout (--connect-timeout) / other error--> RST to guest, freed
 //   connecting --ENETUNREACH / EHOSTUNREACH--> ICMP unreachable (SYN quoted) to guest, freed
 //   established --guest FIN, all before it written--> shutdown(SHUT_WR), FIN acked     [guest_fin]
@@ -113,6 +116,10 @@ struct TcpConfig {
     // (the DNS service serves the other end): the fd, or -errno. Unset: such SYNs get a RST.
     std::optional<Ipv4Addr> dns_addr;
     std::function<int()> open_dns_stream;
+    // Guest connections to the gateway's other ports get, as their host end, what this returns
+    // for the port: a stream some local service serves (the API for --guest-api), or -errno
+    // (-ECONNREFUSED: RST). Unset: every such SYN gets a RST.
+    std::function<int(std::uint16_t port)> open_gateway_stream;
     // The guest network (its own addresses are not NAT destinations).
     Ipv4Addr subnet;
     std::uint8_t prefix_len = 24;
@@ -133,6 +140,8 @@ struct TcpConfig {
     std::uint32_t slice_frames = 64;
     // Initial sequence numbers; nullptr: arc4random(). Tests and the fuzz target fix it.
     std::uint32_t (*isn)() = nullptr;
+    // An inbound flow (a port forward's client) the guest refused or never answered: its tag.
+    std::function<void(std::uint32_t tag)> on_inbound_refused;
 };
 
 struct TcpCounters {
@@ -167,6 +176,11 @@ struct TcpCounters {
     Counter pool_waits;           // data frames deferred for want of a buffer (data stays queued)
     Counter drop_link_full;       // the link refused a frame (data frames are re-sent later)
     Counter drop_out_of_window;   // ACKs of unsent data, RSTs outside the window, ...
+    Counter inbound_opened;       // port-forward clients handed to the engine (SYN sent)
+    Counter inbound_established;  // ... whose guest answered with a SYN-ACK
+    Counter inbound_refused;      // ... whose guest answered with a RST (client reset)
+    Counter inbound_timeout;      // ... whose guest never answered (client reset)
+    Counter inbound_failed;       // ... refused for want of a flow slot (client reset)
 
     template <class F>
     void for_each(F&& f) const {
@@ -201,10 +215,16 @@ struct TcpCounters {
         f("tcp_pool_waits", pool_waits);
         f("tcp_drop_link_full", drop_link_full);
         f("tcp_drop_out_of_window", drop_out_of_window);
+        f("tcp_inbound_opened", inbound_opened);
+        f("tcp_inbound_established", inbound_established);
+        f("tcp_inbound_refused", inbound_refused);
+        f("tcp_inbound_timeout", inbound_timeout);
+        f("tcp_inbound_failed", inbound_failed);
     }
 };
 
-enum class TcpState : std::uint8_t { free = 0, connecting, established, closing };
+// syn_sent: an inbound flow (port forward) waiting for the guest's SYN-ACK.
+enum class TcpState : std::uint8_t { free = 0, connecting, established, closing, syn_sent };
 
 // A TCP segment from a guest, parsed and validated by the caller (Ethernet, IPv4 header checksum,
 // TCP header). The views must stay valid until end_burst().
@@ -224,6 +244,20 @@ struct TcpFlowInfo {
     std::uint32_t unacked = 0;  // bytes sent to the guest, not yet acknowledged
     std::uint32_t snd_wnd = 0;  // the guest's window
     bool guest_fin = false, sock_eof = false, fin_sent = false;
+    bool inbound = false;   // opened through a port forward
+    std::uint32_t tag = 0;  // the forward's id (inbound flows)
+};
+
+// A port forward's accepted client, to be connected into the guest (TCP.md §3, inbound).
+struct TcpInbound {
+    int fd = -1;  // connected, non-blocking; the engine's from now on (closed on failure)
+    // guest_ip/guest_port: the guest's service; remote_ip/remote_port: the client as the guest
+    // is to see it (its own address, or the host alias for loopback clients). Must be free.
+    FlowKey key;
+    MacAddr guest_mac;
+    std::optional<wire::VlanTag> vlan;
+    std::uint16_t in_port = 0;  // switch port the guest sits behind
+    std::uint32_t tag = 0;      // the forward's id, reported back by on_inbound_refused
 };
 
 class TcpEngine {
@@ -253,6 +287,14 @@ class TcpEngine {
     void run_pending(std::uint64_t now_ms) noexcept;
     // Shutdown: every flow reset on both sides and freed.
     void reset_all() noexcept;
+
+    // Starts an inbound flow: sends the guest a SYN from in.key's remote side. kNoFlow (the fd
+    // closed with a reset, counted) when no flow slot is free or the key is taken.
+    FlowId open_inbound(const TcpInbound& in, std::uint64_t now_ms) noexcept;
+    // Resets (both sides) every inbound flow with this tag; returns how many.
+    std::uint32_t reset_tagged(std::uint32_t tag) noexcept;
+    // Whether the table holds `key` (a port forward picks a free client port with it).
+    [[nodiscard]] bool has_flow(const FlowKey& key) const noexcept;
 
     [[nodiscard]] const TcpCounters& counters() const noexcept;
     [[nodiscard]] std::uint32_t flows_in(TcpState s) const noexcept;

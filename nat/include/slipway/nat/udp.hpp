@@ -136,6 +136,22 @@ struct UdpFlowInfo {
     FlowKey key;
     int fd = -1;
     std::uint64_t idle_ms = 0;
+    bool inbound = false;   // a port forward's client mapping
+    std::uint32_t tag = 0;  // its forward's id
+};
+
+// A port forward's client mapping (portfwd/forwarder.hpp): a socket connected to the client,
+// which becomes an ordinary flow whose remote side is the client as the guest is to see it.
+struct UdpInbound {
+    int fd = -1;  // the engine's from now on (closed on failure)
+    FlowKey key;  // guest side: the forward's guest address and port; remote: the client's view
+    MacAddr guest_mac;
+    std::optional<wire::VlanTag> vlan;
+    std::uint16_t in_port = 0;
+    std::uint32_t tag = 0;
+    // The client's IPv4 address as the socket is connected to it (unset for an IPv6 client): an
+    // ICMP error it sends about the guest's reply is relayed from the client as the guest sees it.
+    Ipv4Addr peer;
 };
 
 class UdpEngine {
@@ -162,6 +178,18 @@ class UdpEngine {
     // Frees the least recently active flow if it has been idle for evict_min_idle_ms.
     bool evict_idle(std::uint64_t now_ms) noexcept;
     void reset_all() noexcept;
+
+    // Adopts a port forward's client mapping as a flow (kNoFlow, fd closed, when the table is
+    // full or the key taken). Idle timeout: the long one.
+    FlowId open_inbound(const UdpInbound& in, std::uint64_t now_ms) noexcept;
+    // A datagram of flow `id` that reached the host some other way than its socket (the rule's
+    // own socket, before the mapping existed): sent to the guest like one read from the socket.
+    // False when it could not go (counted).
+    bool deliver(FlowId id, ByteView payload, std::uint64_t now_ms) noexcept;
+    // Frees every inbound flow with this tag; returns how many.
+    std::uint32_t reset_tagged(std::uint32_t tag) noexcept;
+    // The socket of a live flow, or -1.
+    [[nodiscard]] int fd_of(FlowId id) const noexcept;
 
     [[nodiscard]] std::uint32_t flows() const noexcept;
     [[nodiscard]] const UdpCounters& counters() const noexcept;
