@@ -22,6 +22,7 @@
 #include "slipway/dhcp/server.hpp"
 #include "slipway/dns/upstream.hpp"
 #include "slipway/nat/policy.hpp"
+#include "slipway/portfwd/rule.hpp"
 
 #ifndef SLIPWAY_VERSION
 #define SLIPWAY_VERSION "unknown"
@@ -83,6 +84,8 @@ struct Raw {
     std::optional<Given> udp_timeout, udp_dns_timeout, icmp, host_alias_ports;
     std::optional<Given> max_flows_per_guest, max_half_open, new_flow_rate;
     std::optional<GivenRules> egress;
+    std::optional<GivenList> forward;
+    std::optional<GivenBool> guest_api;
 };
 
 // Reads the TOML file into `raw`. Returns false with `err` set on the first problem.
@@ -233,6 +236,10 @@ bool read_config_file(const std::string& path, Raw& raw, std::string& err) {
             return false;
         } else if (key == "host-alias-ports") {
             ok = take_string(raw.host_alias_ports);
+        } else if (key == "forward") {
+            ok = take_list(raw.forward);
+        } else if (key == "guest-api") {
+            ok = take_bool(raw.guest_api);
         } else if (key == "max-flows-per-guest") {
             ok = take_int(raw.max_flows_per_guest);
         } else if (key == "max-half-open") {
@@ -409,6 +416,17 @@ bool nat_options(const Raw& cli, DaemonConfig& cfg, std::string& err) {
             cfg.egress_rules.push_back(verb + " " + rule);
         }
     }
+    if (cli.forward) {
+        for (const std::string& spec : cli.forward->values) {
+            std::string why;
+            if (!portfwd::Rule::parse(spec, why)) {
+                err = cli.forward->where + ": " + why;
+                return false;
+            }
+            cfg.forwards.push_back(spec);
+        }
+    }
+    if (cli.guest_api) cfg.guest_api = cli.guest_api->value;
     if (cli.host_alias_ports) {
         const Given& g = *cli.host_alias_ports;
         std::string why;
@@ -528,6 +546,8 @@ bool merge_and_validate(Raw cli, const Raw& file, DaemonConfig& cfg, std::string
     prefer(cli.max_flows_per_guest, file.max_flows_per_guest);
     prefer(cli.max_half_open, file.max_half_open);
     prefer(cli.new_flow_rate, file.new_flow_rate);
+    prefer(cli.forward, file.forward);
+    prefer(cli.guest_api, file.guest_api);
 
     auto bad = [&](const Given& g, const std::string& problem) {
         return bad_value(err, g.where, g.text, problem);
@@ -802,6 +822,21 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
                        "New NAT flows per second per guest (token bucket, one second deep); extra "
                        "first packets are dropped, 0..10000000 (default 0: unlimited)")
             ->type_name("N");
+    std::vector<std::string> forward;
+    bool guest_api = false;
+    auto* o_forward =
+        app.add_option("--forward", forward,
+                       "Port forward, repeatable: [tcp:|udp:][HOSTADDR:]HOSTPORT[-END]=GUESTADDR:"
+                       "GUESTPORT[-END], e.g. tcp:8080=192.168.127.2:80, udp:0.0.0.0:5353="
+                       "192.168.127.2:53, tcp:[::1]:2222=192.168.127.2:22. HOSTADDR defaults to "
+                       "127.0.0.1; clients not on host loopback reach the guest with their own "
+                       "address (default: none; more can be added through the API)")
+            ->type_name("RULE")
+            ->allow_extra_args(false);
+    auto* o_guest_api = app.add_flag(
+        "--guest-api", guest_api,
+        "Also serve the gvproxy forwarder API (/services/forwarder/...) to guests at the "
+        "gateway's port 80, as gvproxy does (default: off)");
     auto* o_config = app.add_option("--config", config_file,
                                     "TOML file with any of the flags above as keys (default: none)")
                          ->type_name("FILE");
@@ -868,6 +903,8 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
     given(o_max_flows_per_guest, max_flows_per_guest, cli.max_flows_per_guest);
     given(o_max_half_open, max_half_open, cli.max_half_open);
     given(o_new_flow_rate, new_flow_rate, cli.new_flow_rate);
+    if (o_forward->count() > 0) cli.forward = GivenList{forward, o_forward->get_name()};
+    given_bool(o_guest_api, guest_api, cli.guest_api);
 
     DaemonConfig cfg;
     Raw file;

@@ -67,6 +67,11 @@ struct DaemonConfig {
     std::uint32_t max_flows_per_guest = 0;  // 0: no cap beyond max_flows
     std::uint32_t max_half_open = 4096;     // 0: no cap
     std::uint32_t new_flow_rate = 0;        // new flows per second per guest; 0: unlimited
+
+    // Port forwards (--forward, repeatable; the file's `forward` array), validated by
+    // portfwd::Rule::parse, kept as given. The API adds more at run time.
+    std::vector<std::string> forwards;
+    bool guest_api = false;  // serve the forwarder API to guests at the gateway's port 80
 };
 
 // What parse_command_line decided. When `config` is set the daemon runs with it; otherwise the

@@ -84,6 +84,7 @@ NetworkOptions to_options(const DaemonConfig& cfg) {
     o.max_flows_per_guest = cfg.max_flows_per_guest;
     o.max_half_open = cfg.max_half_open;
     o.new_flow_rate = cfg.new_flow_rate;
+    o.forwards = cfg.forwards;
     return o;
 }
 

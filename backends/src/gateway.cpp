@@ -19,6 +19,9 @@
 //     address's port 53, a UDP datagram beyond the guest network, to the alias or to one of the
 //     gateway's ports no service holds, an ICMP echo request beyond the guest network or to
 //     the alias -> the NAT engines (nat/, driven from gateway_nat.cpp);
+//   - clients of port forwards (portfwd/, gateway_inbound.cpp) -> inbound NAT flows into the
+//     guests, whose MACs and switch ports come from the ARP frames guests send (and from ARP
+//     requests the gateway sends for a guest it has not heard from yet);
 //   - anything else addressed to it -> counted as unhandled and dropped;
 //   - frames for others (flooded ARP between guests, multicast) -> counted as ignored.
 // Replies are built by value types that emit bytes into pool buffers and pushed into to_switch()
@@ -78,7 +81,7 @@ void UserspaceGateway::process_frame(const PacketRef& frame) noexcept {
     }
     const wire::ParsedFrame& f = *parsed;
     if (f.arp) {
-        process_arp(f);
+        process_arp(frame, f);
         return;
     }
     const MacAddr dst = f.eth.dst();
@@ -124,13 +127,19 @@ void UserspaceGateway::process_frame(const PacketRef& frame) noexcept {
     gw_.drop_unhandled.inc();
 }
 
-void UserspaceGateway::process_arp(const wire::ParsedFrame& f) noexcept {
+void UserspaceGateway::process_arp(const PacketRef& frame, const wire::ParsedFrame& f) noexcept {
     const wire::ArpView& a = *f.arp;
+    // Every ARP frame a guest sends (requests, flooded or to us, and replies to ours) says where
+    // its sender address lives: port forwards need that to reach a guest first (RFC 826's
+    // "merge" step, for the addresses of the guest network only).
+    if (tcp_ && !a.sha().is_multicast() && !a.sha().is_zero() && !a.spa().is_unspecified() &&
+        a.spa().in_prefix(subnet_, prefix_len_) && !owns(a.spa()))
+        learn_neighbor(a.spa(), a.sha(), f.eth.vlan(), frame.meta().in_port);
     // RFC 826 "Packet Reception": answer a request whose target protocol address is ours. An ARP
     // probe (sender 0.0.0.0, RFC 5227 §2.1.1) for our address gets an answer too: it tells the
     // prober the address is taken.
     if (a.op() != wire::ArpOp::request || !owns(a.tpa())) {
-        gw_.ignored.inc();
+        gw_.ignored.inc();  // (a reply to our request was learned above)
         return;
     }
     if (a.sha().is_multicast() || a.sha().is_zero()) {

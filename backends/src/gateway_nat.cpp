@@ -5,6 +5,8 @@
 // loop; each event carries its flow id, whose key says which engine owns it), a 10 ms tick while
 // TCP flows exist (a 1 s one while only datagram flows or reassemblies do), and pending reads
 // that a full ring cut short.
+#include <unistd.h>
+
 #include <boost/asio/post.hpp>
 #include <chrono>
 
@@ -42,9 +44,15 @@ void UserspaceGateway::enable_nat(IoContext& io, const Switch& sw, const NatConf
     policy_ = std::make_unique<nat::EgressPolicy>(cfg.policy);
     limits_ = std::make_unique<nat::FlowLimits>(cfg.limits);
     auto& link = static_cast<nat::GuestLink&>(*this);
+    subnet_ = cfg.tcp.subnet;
+    prefix_len_ = cfg.tcp.prefix_len;
+    fwd_ = std::make_unique<portfwd::Forwarder>(io, static_cast<portfwd::InboundSink&>(*this));
+    waiting_.reserve(256);
+    waiting_timer_ = std::make_unique<boost::asio::steady_timer>(io);
     nat::TcpConfig tc = cfg.tcp;
     tc.limits = limits_.get();
     tc.policy = policy_.get();
+    tc.on_inbound_refused = [this](std::uint32_t tag) { fwd_->note_refused(tag); };
     tcp_ = std::make_unique<nat::TcpEngine>(tc, *flows_, *socks_, *poller_, link);
     nat::UdpConfig uc = cfg.udp;
     uc.limits = limits_.get();
@@ -69,6 +77,11 @@ void UserspaceGateway::stop_nat() noexcept {
     *alive_ = false;
     if (epoll_watch_) epoll_watch_->release();
     if (tick_) tick_->cancel();
+    if (waiting_timer_) waiting_timer_->cancel();
+    fwd_->clear();  // the forwarded ports refuse from now on
+    for (const WaitingClient& w : waiting_)
+        ::close(w.fd);
+    waiting_.clear();
     tcp_->reset_all();
     udp_->reset_all();
     icmp_->reset_all();

@@ -24,6 +24,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <map>
 
 #include "slipway/backends/userspace_gateway.hpp"
 #include "slipway/core/log.hpp"
@@ -33,6 +34,7 @@
 #include "slipway/dhcp/server.hpp"
 #include "slipway/dns/forwarder.hpp"
 #include "slipway/guest/attachment.hpp"
+#include "slipway/portfwd/forwarder.hpp"
 
 namespace slipway {
 
@@ -213,6 +215,8 @@ struct Network::Impl {
     std::vector<std::unique_ptr<InProcessPortImpl>> inproc;
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
     bool stopped = false;
+    // Guest TCP to the gateway's ports (serve_on_gateway): port -> the service's stream opener.
+    std::map<std::uint16_t, std::function<int()>> gateway_services;
 
     // Teardown order matters: the switch unbinds every port it still holds, so it goes before
     // the ports; ports return their queued buffers to the pool, which outlives them all (it is
@@ -451,6 +455,11 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
                 return sv[0];
             };
         }
+        // The gateway's other TCP ports: whatever the embedder serves there (serve_on_gateway).
+        tc.open_gateway_stream = [mp = &m](std::uint16_t port) -> int {
+            const auto it = mp->gateway_services.find(port);
+            return it == mp->gateway_services.end() || !it->second ? -ECONNREFUSED : it->second();
+        };
         nat::UdpConfig& uc = nc.udp;
         uc.gateway_mac = plan.gateway_mac;
         uc.gateway = plan.gateway;
@@ -487,6 +496,16 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
         m.plan.peek_off = nc.peek_off;
         m.plan.nofile = nofile;
         m.plan.peek_off_kernel = kernel_peek_off;
+    }
+    for (const std::string& spec : opts.forwards) {
+        auto f = net->add_forward(spec, error);
+        if (!f) {
+            if (f.error() != Errc::invalid_argument && error.rfind("--forward", 0) != 0)
+                error = "--forward " + spec + ": " + error;
+            else if (error.rfind("--forward", 0) != 0)
+                error = "--" + error;
+            return fail(f.error());
+        }
     }
     m.sw->add_port(*m.gateway);
     // No guest may claim the gateway's MAC, and frames to it never flood (switch.cpp: pinned).
@@ -642,6 +661,169 @@ NetworkStats Network::stats() const {
         st.switch_counters.push_back({"pcap_errors", m.pcap->errors()});
     }
     return st;
+}
+
+std::vector<DnsRecordView> Network::dns_records() const {
+    std::vector<DnsRecordView> out;
+    if (!impl_->dns) return out;
+    for (const auto& r : impl_->dns->records())
+        out.push_back({r.name, r.addr.to_string()});
+    return out;
+}
+
+std::vector<LeaseView> Network::leases() const {
+    std::vector<LeaseView> out;
+    if (!impl_->dhcp) return out;
+    const auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    for (const auto& l : impl_->dhcp->leases(now))
+        out.push_back({l.mac.to_string(), l.ip.to_string(), l.hostname, l.expires_unix, l.is_static,
+                       l.bound});
+    return out;
+}
+
+namespace {
+
+std::string endpoint(Ipv4Addr a, std::uint16_t port) {
+    return a.to_string() + ":" + std::to_string(port);
+}
+
+const char* state_name(nat::TcpState s) {
+    switch (s) {
+        case nat::TcpState::connecting:
+            return "connecting";
+        case nat::TcpState::syn_sent:
+            return "syn-sent";
+        case nat::TcpState::established:
+            return "established";
+        case nat::TcpState::closing:
+            return "closing";
+        case nat::TcpState::free:
+            break;
+    }
+    return "free";
+}
+
+}  // namespace
+
+Result<ForwardInfo> Network::add_forward(std::string_view spec, std::string& error) {
+    Impl& m = *impl_;
+    std::string why;
+    auto rule = portfwd::Rule::parse(spec, why);
+    if (!rule) {
+        error = "forward '" + std::string(spec) + "': " + why;
+        return fail(Errc::invalid_argument);
+    }
+    const Ipv4Addr g = rule->guest;
+    const NetworkPlan& p = m.plan;
+    if (!usable_host(g, p.subnet, p.prefix_len) || g == p.gateway ||
+        (p.host_alias && g == *p.host_alias)) {
+        error = "forward '" + std::string(spec) + "': guest address " + g.to_string() +
+                " is not a guest address of " + p.subnet.to_string() + "/" +
+                std::to_string(p.prefix_len) + " (nor the gateway or the host alias)";
+        return fail(Errc::invalid_argument);
+    }
+    portfwd::Forwarder* fwd = m.gateway->forwarder();
+    if (fwd == nullptr) {
+        error = "port forwarding needs the NAT engine";
+        return fail(Errc::unsupported);
+    }
+    auto id = fwd->add(*rule, error);
+    if (!id) return fail(id.error());
+    for (const ForwardInfo& f : forwards())
+        if (f.id == *id) return f;
+    error = "internal: forward " + std::to_string(*id) + " vanished";
+    return fail(Errc::io_error);
+}
+
+Result<void> Network::remove_forward(std::uint32_t id, bool kill) {
+    portfwd::Forwarder* fwd = impl_->gateway->forwarder();
+    if (fwd == nullptr) return fail(Errc::not_found);
+    return fwd->remove(id, kill);
+}
+
+std::optional<std::uint32_t> Network::find_forward(std::string_view proto,
+                                                   std::string_view host) const {
+    const portfwd::Forwarder* fwd = impl_->gateway->forwarder();
+    if (fwd == nullptr) return std::nullopt;
+    portfwd::Proto pr;
+    if (proto == "tcp")
+        pr = portfwd::Proto::tcp;
+    else if (proto == "udp")
+        pr = portfwd::Proto::udp;
+    else
+        return std::nullopt;
+    // "ADDR:PORT" or "ADDR:FIRST-LAST" (as ForwardInfo::host writes it): the range's start.
+    std::string_view h = host;
+    if (const auto colon = h.rfind(':'); colon != std::string_view::npos) {
+        const auto dash = h.find('-', colon);
+        if (dash != std::string_view::npos) h = h.substr(0, dash);
+    }
+    const auto hp = portfwd::parse_host_port(h, true);
+    if (!hp) return std::nullopt;
+    return fwd->find(pr, hp->addr, hp->port);
+}
+
+std::vector<ForwardInfo> Network::forwards() const {
+    const Impl& m = *impl_;
+    std::vector<ForwardInfo> out;
+    const portfwd::Forwarder* fwd = m.gateway->forwarder();
+    if (fwd == nullptr) return out;
+    for (const auto& e : fwd->list()) {
+        ForwardInfo f;
+        f.id = e.id;
+        f.proto = std::string(portfwd::to_string(e.rule.proto));
+        f.host = e.rule.host_text();
+        f.guest = e.rule.guest_text();
+        f.spec = e.rule.spec();
+        f.accepted = e.accepted;
+        f.refused = e.refused;
+        out.push_back(std::move(f));
+    }
+    const auto count = [&out](std::uint32_t tag) {
+        for (ForwardInfo& f : out)
+            if (f.id == tag) ++f.active;
+    };
+    if (const nat::TcpEngine* tcp = m.gateway->tcp())
+        tcp->for_each_flow([&](const nat::TcpFlowInfo& i) {
+            if (i.inbound) count(i.tag);
+        });
+    if (const nat::UdpEngine* udp = m.gateway->udp())
+        udp->for_each_flow(0, [&](const nat::UdpFlowInfo& i) {
+            if (i.inbound) count(i.tag);
+        });
+    return out;
+}
+
+std::vector<FlowInfo> Network::flows(const FlowFilter& filter) const {
+    const Impl& m = *impl_;
+    std::vector<FlowInfo> out;
+    const auto wanted = [&](std::string_view proto, const nat::FlowKey& k) {
+        if (!filter.proto.empty() && filter.proto != proto) return false;
+        if (filter.guest && k.guest_ip != *filter.guest) return false;
+        return out.size() < filter.limit;
+    };
+    if (const nat::TcpEngine* tcp = m.gateway->tcp())
+        tcp->for_each_flow([&](const nat::TcpFlowInfo& i) {
+            if (!wanted("tcp", i.key)) return;
+            out.push_back({"tcp", i.inbound ? "in" : "out",
+                           endpoint(i.key.guest_ip, i.key.guest_port),
+                           endpoint(i.key.remote_ip, i.key.remote_port), state_name(i.state),
+                           i.inbound ? i.tag : 0});
+        });
+    if (const nat::UdpEngine* udp = m.gateway->udp())
+        udp->for_each_flow(0, [&](const nat::UdpFlowInfo& i) {
+            if (!wanted("udp", i.key)) return;
+            out.push_back(
+                {"udp", i.inbound ? "in" : "out", endpoint(i.key.guest_ip, i.key.guest_port),
+                 endpoint(i.key.remote_ip, i.key.remote_port), "open", i.inbound ? i.tag : 0});
+        });
+    return out;
+}
+
+void Network::serve_on_gateway(std::uint16_t port, std::function<int()> open) {
+    impl_->gateway_services[port] = std::move(open);
 }
 
 }  // namespace slipway

@@ -3,12 +3,14 @@
 // ICMP echo flows (with IPv4 reassembly in front of them).
 #pragma once
 
+#include <array>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "slipway/core/event_loop.hpp"
 #include "slipway/core/packet_pool.hpp"
@@ -28,6 +30,7 @@
 #include "slipway/nat/policy.hpp"
 #include "slipway/nat/tcp.hpp"
 #include "slipway/nat/udp.hpp"
+#include "slipway/portfwd/forwarder.hpp"
 
 namespace slipway {
 class Switch;
@@ -62,6 +65,13 @@ struct GatewayCounters {
     Counter udp_handled;        // UDP datagrams given to the NAT engine (udp_ counters)
     Counter icmp_handled;       // ICMP messages given to the NAT engine (icmp_ counters)
     Counter fragments;          // IPv4 fragments given to reassembly (frag_ counters)
+    Counter arp_requests;       // ARP requests we sent for a guest a port forward must reach
+    Counter neighbors_learned;  // guest address -> MAC bindings learned or changed (from ARP)
+    Counter fwd_neighbor_wait;  // forwarded clients that waited for the guest's ARP reply
+    Counter fwd_no_neighbor;    // ... dropped: the guest address never answered ARP
+    Counter fwd_no_port;        // ... refused: no client port free in the guest's view
+    Counter fwd_udp_mappings;   // UDP client mappings opened by port forwards
+    Counter fwd_udp_failed;     // ... that could not be opened (socket, bind, full table)
 
     template <class F>
     void for_each(F&& f) const {
@@ -79,6 +89,13 @@ struct GatewayCounters {
         f("udp_handled", udp_handled);
         f("icmp_handled", icmp_handled);
         f("fragments", fragments);
+        f("arp_requests", arp_requests);
+        f("neighbors_learned", neighbors_learned);
+        f("fwd_neighbor_wait", fwd_neighbor_wait);
+        f("fwd_no_neighbor", fwd_no_neighbor);
+        f("fwd_no_port", fwd_no_port);
+        f("fwd_udp_mappings", fwd_udp_mappings);
+        f("fwd_udp_failed", fwd_udp_failed);
     }
 };
 
@@ -96,7 +113,10 @@ struct NatConfig {
     nat::ReassemblyConfig reassembly;
 };
 
-class UserspaceGateway final : public SwitchPort, public dns::ReplySink, private nat::GuestLink {
+class UserspaceGateway final : public SwitchPort,
+                               public dns::ReplySink,
+                               private nat::GuestLink,
+                               private portfwd::InboundSink {
   public:
     UserspaceGateway(PacketPool& pool, const GatewayConfig& cfg);
     ~UserspaceGateway() override;
@@ -111,6 +131,9 @@ class UserspaceGateway final : public SwitchPort, public dns::ReplySink, private
     [[nodiscard]] const nat::FlowLimits* limits() const noexcept { return limits_.get(); }
     [[nodiscard]] const nat::Reassembler* reassembler() const noexcept { return reasm_.get(); }
     [[nodiscard]] const nat::EgressPolicy* policy() const noexcept { return policy_.get(); }
+    // Port forwards (after enable_nat); the network thread adds and removes rules through it.
+    [[nodiscard]] portfwd::Forwarder* forwarder() noexcept { return fwd_.get(); }
+    [[nodiscard]] const portfwd::Forwarder* forwarder() const noexcept { return fwd_.get(); }
     // Shutdown: every NAT flow reset on both sides, the engine's watchers cancelled.
     void stop_nat() noexcept;
 
@@ -129,7 +152,7 @@ class UserspaceGateway final : public SwitchPort, public dns::ReplySink, private
 
   private:
     void process_frame(const PacketRef& frame) noexcept;
-    void process_arp(const wire::ParsedFrame& f) noexcept;
+    void process_arp(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;
     void process_icmpv4(const wire::ParsedFrame& f) noexcept;
     void process_dhcp(const wire::ParsedFrame& f) noexcept;
     void process_dns(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;
@@ -175,6 +198,45 @@ class UserspaceGateway final : public SwitchPort, public dns::ReplySink, private
     void schedule_pending() noexcept;
     [[nodiscard]] static std::uint64_t now_ms() noexcept;
 
+    // Port forwards into guests (gateway_inbound.cpp): which MAC and switch port a guest address
+    // sits behind (learned from ARP; asked for with an ARP request when unknown), and clients
+    // waiting for that answer.
+    struct Neighbor {
+        Ipv4Addr ip;
+        MacAddr mac;
+        std::optional<wire::VlanTag> vlan;
+        std::uint16_t port = 0;
+        std::uint64_t seen_ms = 0;
+    };
+    struct WaitingClient {
+        int fd = -1;
+        nat::FlowKey key;
+        portfwd::RuleId rule = 0;
+        std::uint64_t deadline_ms = 0;
+        std::uint64_t next_arp_ms = 0;
+    };
+    void accept_tcp(portfwd::RuleId rule, int fd, const portfwd::Client& client, Ipv4Addr guest,
+                    std::uint16_t guest_port) noexcept override;
+    void datagram_udp(portfwd::RuleId rule, const portfwd::Client& client, Ipv4Addr guest,
+                      std::uint16_t guest_port, ByteView payload) noexcept override;
+    void kill_rule(portfwd::RuleId rule) noexcept override;
+    void learn_neighbor(Ipv4Addr ip, MacAddr mac, std::optional<wire::VlanTag> vlan,
+                        std::uint16_t port) noexcept;
+    [[nodiscard]] const Neighbor* neighbor(Ipv4Addr ip) const noexcept;
+    void send_arp_request(Ipv4Addr ip) noexcept;
+    // The client as the guest sees it: its own IPv4 address and port, or the host alias (the
+    // gateway without one) for loopback and IPv6 clients.
+    [[nodiscard]] std::optional<std::pair<Ipv4Addr, std::uint16_t>> client_view(
+        const portfwd::Client& client) const noexcept;
+    // The flow key for that view, its port moved on while the table holds the key (two clients
+    // that look alike to the guest). nullopt when no port nearby is free.
+    [[nodiscard]] std::optional<nat::FlowKey> free_key(std::pair<Ipv4Addr, std::uint16_t> view,
+                                                       Ipv4Addr guest, std::uint16_t guest_port,
+                                                       IpProto proto) const noexcept;
+    void open_tcp_inbound(const WaitingClient& w, const Neighbor& n) noexcept;
+    void serve_waiting() noexcept;
+    void arm_waiting() noexcept;
+
     PacketPool& pool_;
     GatewayConfig cfg_;
     GatewayCounters gw_;
@@ -193,6 +255,13 @@ class UserspaceGateway final : public SwitchPort, public dns::ReplySink, private
     std::unique_ptr<nat::UdpEngine> udp_;
     std::unique_ptr<nat::IcmpEngine> icmp_;
     std::unique_ptr<nat::Reassembler> reasm_;
+    std::unique_ptr<portfwd::Forwarder> fwd_;
+    Ipv4Addr subnet_;  // the guest network (neighbors are learned inside it only)
+    std::uint8_t prefix_len_ = 24;
+    std::array<Neighbor, 256> neighbors_{};
+    std::vector<WaitingClient> waiting_;  // reserved at enable_nat(); bounded by its capacity
+    std::unique_ptr<boost::asio::steady_timer> waiting_timer_;
+    bool waiting_armed_ = false;
     std::unique_ptr<FdWatcher> epoll_watch_;
     std::unique_ptr<boost::asio::steady_timer> tick_;
     std::uint64_t burst_ms_ = 0;        // the clock at the start of the burst being processed

@@ -83,6 +83,10 @@ struct NetworkOptions {
     std::uint32_t max_flows_per_guest = 0;
     std::uint32_t max_half_open = 4096;
     std::uint32_t new_flow_rate = 0;
+
+    // Port forwards (portfwd/), each as --forward takes it:
+    // "tcp|udp:[HOSTADDR:]HOSTPORT[-END]=GUESTADDR:GUESTPORT[-END]". Bound by create().
+    std::vector<std::string> forwards;
 };
 
 // The address plan after defaults are applied.
@@ -105,6 +109,45 @@ struct NetworkPlan {
     std::string icmp_mode;                  // the ICMP echo mode in force: ping, raw or gateway
     std::vector<std::string> egress_rules;  // the policy in force, canonical, built-in included
     std::string host_alias_ports;           // canonical ("all" when unrestricted)
+};
+
+// A port forward as the API shows it.
+struct ForwardInfo {
+    std::uint32_t id = 0;        // stable for the rule's life, never reused by this network
+    std::string proto;           // "tcp" | "udp"
+    std::string host;            // "127.0.0.1:8080", "[::1]:8080", "0.0.0.0:8000-8009"
+    std::string guest;           // "192.168.127.2:80", "192.168.127.2:8000-8009"
+    std::string spec;            // canonical --forward form: "tcp:127.0.0.1:8080=192.168.127.2:80"
+    std::uint64_t accepted = 0;  // TCP connections accepted / UDP client mappings opened
+    std::uint64_t refused = 0;   // clients reset: the guest refused or never answered
+    std::uint32_t active = 0;    // live TCP connections / UDP mappings of this rule
+};
+
+// A translated flow as the API shows it (filterable by protocol and guest address).
+struct FlowInfo {
+    std::string proto;             // "tcp" | "udp" | "icmp"
+    std::string direction;         // "out" (guest-initiated) | "in" (through a port forward)
+    std::string guest;             // "192.168.127.2:41234"
+    std::string remote;            // as the guest sees it: "203.0.113.5:443"
+    std::string state;             // tcp: connecting|syn-sent|established|closing; others: "open"
+    std::uint32_t forward_id = 0;  // the rule an inbound flow came through (0: none)
+};
+
+struct FlowFilter {
+    std::string proto;              // empty: all
+    std::optional<Ipv4Addr> guest;  // only flows of this guest address
+    std::size_t limit = 1000;       // at most this many flows listed
+};
+
+struct LeaseView {
+    std::string mac, ip, hostname;
+    std::int64_t expires_unix = 0;
+    bool is_static = false, bound = false;
+};
+
+struct DnsRecordView {
+    std::string name;
+    std::string ip;
 };
 
 struct CounterValue {
@@ -176,6 +219,29 @@ class Network {
     // Errc::invalid_argument for a name that is not a valid domain name.
     Result<void> add_dns_record(std::string_view name, Ipv4Addr addr);
     bool remove_dns_record(std::string_view name);
+    [[nodiscard]] std::vector<DnsRecordView> dns_records() const;
+
+    // Port forwards (network thread, or before run()). add_forward parses `spec` as --forward
+    // does and binds its host sockets: Errc::invalid_argument (bad spec), Errc::conflict (it
+    // overlaps a forward of this network: same protocol, host address and a common port),
+    // Errc::io_error (the kernel refused the bind: in use, privileged port, no such address),
+    // each with `error` one line naming the address. remove_forward closes the rule's host
+    // sockets; its established TCP connections and UDP mappings stay unless `kill` (then they are
+    // reset): Errc::not_found for an unknown id. find_forward: the id of the rule whose host side
+    // is exactly `host` (as ForwardInfo::host, or an address the same text parses to) and `proto`.
+    Result<ForwardInfo> add_forward(std::string_view spec, std::string& error);
+    Result<void> remove_forward(std::uint32_t id, bool kill);
+    [[nodiscard]] std::optional<std::uint32_t> find_forward(std::string_view proto,
+                                                            std::string_view host) const;
+    [[nodiscard]] std::vector<ForwardInfo> forwards() const;
+
+    [[nodiscard]] std::vector<LeaseView> leases() const;
+    [[nodiscard]] std::vector<FlowInfo> flows(const FlowFilter& filter) const;
+
+    // A guest TCP connection to the gateway's `port` gets, as its host end, the fd `open()`
+    // returns (a stream whose far end some service of the embedder serves, e.g. the HTTP API
+    // for --guest-api), or -errno to refuse it (RST). Set before run() or on the network thread.
+    void serve_on_gateway(std::uint16_t port, std::function<int()> open);
 
     [[nodiscard]] const NetworkPlan& plan() const noexcept;
     [[nodiscard]] NetworkStatus status() const;
