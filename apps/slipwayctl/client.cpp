@@ -1,4 +1,5 @@
-// slipwayctl's HTTP client: one Boost.Beast GET over a unix socket, with a deadline.
+// slipwayctl's HTTP client: one Boost.Beast request (GET, POST, DELETE) over a unix socket, with a
+// deadline.
 //
 // It runs on a private io_context with run_for(): blocking Asio calls would wait forever on a stuck
 // server (a receive timeout does not help, Asio polls again after EAGAIN).
@@ -19,18 +20,39 @@ namespace asio = boost::asio;
 namespace http = boost::beast::http;
 using stream_protocol = asio::local::stream_protocol;
 
-Result<HttpResponse> http_get_unix(const std::string& socket_path, const std::string& target,
-                                   std::string& error, std::chrono::milliseconds timeout) {
+namespace {
+
+http::verb to_verb(HttpMethod m) {
+    switch (m) {
+        case HttpMethod::get:
+            return http::verb::get;
+        case HttpMethod::post:
+            return http::verb::post;
+        case HttpMethod::del:
+            return http::verb::delete_;
+    }
+    return http::verb::get;
+}
+
+}  // namespace
+
+Result<HttpResponse> http_request_unix(const std::string& socket_path, const HttpRequest& request,
+                                       std::string& error, std::chrono::milliseconds timeout) {
     if (socket_path.empty() || socket_path.size() >= sizeof(sockaddr_un::sun_path)) {
         error = "bad API socket path '" + socket_path + "'";
         return fail(Errc::io_error);
     }
     asio::io_context io;
     stream_protocol::socket socket(io);
-    http::request<http::empty_body> req(http::verb::get, target, 11);
+    http::request<http::string_body> req(to_verb(request.method), request.target, 11);
     req.set(http::field::host, "localhost");
     req.set(http::field::user_agent, "slipwayctl");
     req.keep_alive(false);
+    if (!request.body.empty()) {
+        req.set(http::field::content_type, "application/json");
+        req.body() = request.body;
+    }
+    req.prepare_payload();  // Content-Length (0 for a bodiless POST or DELETE)
     boost::beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(kMaxResponseBody);
@@ -67,6 +89,11 @@ Result<HttpResponse> http_get_unix(const std::string& socket_path, const std::st
     out.status = parser.get().result_int();
     out.body = std::move(parser.get().body());
     return out;
+}
+
+Result<HttpResponse> http_get_unix(const std::string& socket_path, const std::string& target,
+                                   std::string& error, std::chrono::milliseconds timeout) {
+    return http_request_unix(socket_path, HttpRequest{HttpMethod::get, target, {}}, error, timeout);
 }
 
 }  // namespace slipway::apps

@@ -1,6 +1,11 @@
 // slipwayctl's human output: the API's JSON documents as aligned, greppable text.
+//
+// Every renderer takes whatever document the server sent: a missing, null, empty or wrongly typed
+// field prints as "-" (never an exception), and control characters in the server's strings print
+// as '?' so that a guest's DHCP hostname cannot drive the terminal.
 #pragma once
 
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -17,5 +22,27 @@ std::string render_status_text(const nlohmann::json& status);
 //   gateway NAME VALUE
 //   pool NAME VALUE
 std::string render_stats_text(const nlohmann::json& stats);
+
+// GET /v1/forwards: ID PROTO HOST GUEST ACTIVE ACCEPTED REFUSED.
+std::string render_forwards_text(const nlohmann::json& forwards);
+// POST /v1/forwards' reply: "forward ID: SPEC".
+std::string render_forward_added(const nlohmann::json& forward);
+// DELETE /v1/forwards/ID's reply: "forward ID deleted" plus ", connections reset" when killed.
+std::string render_forward_deleted(const nlohmann::json& reply);
+
+// GET /v1/leases: IP MAC HOSTNAME EXPIRES STATE. EXPIRES is the time left at `now_unix` ("3599s"),
+// "static" or "expired"; STATE is "bound" or "offered".
+std::string render_leases_text(const nlohmann::json& leases, std::int64_t now_unix);
+
+// GET /v1/flows: PROTO DIR GUEST REMOTE STATE FWD (FWD "-" for a flow no forward made), then a
+// note when the server cut the list short ("truncated").
+std::string render_flows_text(const nlohmann::json& flows);
+
+// GET /v1/dns: NAME IP.
+std::string render_dns_text(const nlohmann::json& records);
+// POST /v1/dns' reply: "dns NAME: IP".
+std::string render_dns_added(const nlohmann::json& record);
+// DELETE /v1/dns/NAME's reply: "dns NAME deleted".
+std::string render_dns_deleted(const nlohmann::json& reply);
 
 }  // namespace slipway::apps

@@ -3,4 +3,5 @@
 if(TARGET slipway_apps_common)
   slipway_unit_test(test_apps_config apps/config_test.cpp LIBS slipway_apps_common)
   slipway_unit_test(test_apps_api apps/api_test.cpp apps/render_test.cpp LIBS slipway_apps_common)
+  slipway_unit_test(test_slipwayctl apps/slipwayctl_test.cpp LIBS slipway_apps_common)
 endif()
