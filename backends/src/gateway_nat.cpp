@@ -259,9 +259,9 @@ void UserspaceGateway::on_sockets() noexcept {
 
 void UserspaceGateway::arm_tick() noexcept {
     if (tick_armed_ || nat_stopped_) return;
-    const std::uint32_t tcp_live = tcp_->flows_in(nat::TcpState::connecting) +
-                                   tcp_->flows_in(nat::TcpState::established) +
-                                   tcp_->flows_in(nat::TcpState::closing);
+    const std::uint32_t tcp_live =
+        tcp_->flows_in(nat::TcpState::connecting) + tcp_->flows_in(nat::TcpState::established) +
+        tcp_->flows_in(nat::TcpState::closing) + tcp_->flows_in(nat::TcpState::syn_sent);
     const bool slow = udp_->flows() != 0 || icmp_->flows() != 0 || reasm_->in_progress() != 0;
     if (tcp_live == 0 && !slow) return;  // no flows, no timers: the loop sleeps
     tick_armed_ = true;

@@ -216,7 +216,7 @@ struct Network::Impl {
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
     bool stopped = false;
     // Guest TCP to the gateway's ports (serve_on_gateway): port -> the service's stream opener.
-    std::map<std::uint16_t, std::function<int()>> gateway_services;
+    std::map<std::uint16_t, std::function<int(Ipv4Addr)>> gateway_services;
 
     // Teardown order matters: the switch unbinds every port it still holds, so it goes before
     // the ports; ports return their queued buffers to the pool, which outlives them all (it is
@@ -456,9 +456,10 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
             };
         }
         // The gateway's other TCP ports: whatever the embedder serves there (serve_on_gateway).
-        tc.open_gateway_stream = [mp = &m](std::uint16_t port) -> int {
+        tc.open_gateway_stream = [mp = &m](std::uint16_t port, Ipv4Addr guest) -> int {
             const auto it = mp->gateway_services.find(port);
-            return it == mp->gateway_services.end() || !it->second ? -ECONNREFUSED : it->second();
+            return it == mp->gateway_services.end() || !it->second ? -ECONNREFUSED
+                                                                   : it->second(guest);
         };
         nat::UdpConfig& uc = nc.udp;
         uc.gateway_mac = plan.gateway_mac;
@@ -615,8 +616,10 @@ NetworkStats Network::stats() const {
         const std::uint32_t connecting = tcp->flows_in(nat::TcpState::connecting);
         const std::uint32_t established = tcp->flows_in(nat::TcpState::established);
         const std::uint32_t closing = tcp->flows_in(nat::TcpState::closing);
-        st.gateway_counters.push_back({"tcp_flows", connecting + established + closing});
+        const std::uint32_t syn_sent = tcp->flows_in(nat::TcpState::syn_sent);
+        st.gateway_counters.push_back({"tcp_flows", connecting + established + closing + syn_sent});
         st.gateway_counters.push_back({"tcp_flows_connecting", connecting});
+        st.gateway_counters.push_back({"tcp_flows_syn_sent", syn_sent});  // port forwards
         st.gateway_counters.push_back({"tcp_flows_established", established});
         st.gateway_counters.push_back({"tcp_flows_closing", closing});
         const auto add = [&](const auto& counters) {
@@ -632,6 +635,11 @@ NetworkStats Network::stats() const {
             st.gateway_counters.push_back({"icmp_flows", icmp->flows()});
         }
         if (const nat::FlowLimits* lim = m.gateway->limits()) add(lim->counters());
+        if (const portfwd::Forwarder* fwd = m.gateway->forwarder()) {
+            add(fwd->counters());
+            st.gateway_counters.push_back(
+                {"forwards", static_cast<std::uint64_t>(fwd->list().size())});
+        }
         if (const nat::Reassembler* ra = m.gateway->reassembler()) {
             add(ra->counters());
             st.gateway_counters.push_back({"frag_in_progress", ra->in_progress()});
@@ -822,7 +830,7 @@ std::vector<FlowInfo> Network::flows(const FlowFilter& filter) const {
     return out;
 }
 
-void Network::serve_on_gateway(std::uint16_t port, std::function<int()> open) {
+void Network::serve_on_gateway(std::uint16_t port, std::function<int(Ipv4Addr)> open) {
     impl_->gateway_services[port] = std::move(open);
 }
 

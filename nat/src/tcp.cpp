@@ -493,7 +493,8 @@ struct TcpEngine::Impl {
             fd = cfg.open_dns_stream ? cfg.open_dns_stream() : -EOPNOTSUPP;
             if (fd >= 0) socks.adopt(fd);
         } else if (key.remote_ip == cfg.gateway) {
-            fd = cfg.open_gateway_stream ? cfg.open_gateway_stream(key.remote_port) : -ECONNREFUSED;
+            fd = cfg.open_gateway_stream ? cfg.open_gateway_stream(key.remote_port, key.guest_ip)
+                                         : -ECONNREFUSED;
             if (fd >= 0) socks.adopt(fd);
         } else {
             sockaddr_in sa{};

@@ -238,10 +238,11 @@ class Network {
     [[nodiscard]] std::vector<LeaseView> leases() const;
     [[nodiscard]] std::vector<FlowInfo> flows(const FlowFilter& filter) const;
 
-    // A guest TCP connection to the gateway's `port` gets, as its host end, the fd `open()`
-    // returns (a stream whose far end some service of the embedder serves, e.g. the HTTP API
-    // for --guest-api), or -errno to refuse it (RST). Set before run() or on the network thread.
-    void serve_on_gateway(std::uint16_t port, std::function<int()> open);
+    // A guest TCP connection to the gateway's `port` gets, as its host end, the fd `open(guest)`
+    // returns for the guest's address (a stream whose far end some service of the embedder
+    // serves, e.g. the HTTP API for --guest-api), or -errno to refuse it (RST). Set before run()
+    // or on the network thread.
+    void serve_on_gateway(std::uint16_t port, std::function<int(Ipv4Addr guest)> open);
 
     [[nodiscard]] const NetworkPlan& plan() const noexcept;
     [[nodiscard]] NetworkStatus status() const;

@@ -117,9 +117,9 @@ struct TcpConfig {
     std::optional<Ipv4Addr> dns_addr;
     std::function<int()> open_dns_stream;
     // Guest connections to the gateway's other ports get, as their host end, what this returns
-    // for the port: a stream some local service serves (the API for --guest-api), or -errno
-    // (-ECONNREFUSED: RST). Unset: every such SYN gets a RST.
-    std::function<int(std::uint16_t port)> open_gateway_stream;
+    // for the port and the guest's address: a stream some local service serves (the API for
+    // --guest-api), or -errno (-ECONNREFUSED: RST). Unset: every such SYN gets a RST.
+    std::function<int(std::uint16_t port, Ipv4Addr guest)> open_gateway_stream;
     // The guest network (its own addresses are not NAT destinations).
     Ipv4Addr subnet;
     std::uint8_t prefix_len = 24;
