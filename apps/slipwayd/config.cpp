@@ -669,8 +669,10 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
         "Let guests change their source MAC (default: a guest port is locked to the first MAC "
         "it sends from)");
     auto* o_api = app.add_option("--api", api,
-                                 "Serve the HTTP API (GET /v1/status, /v1/stats) on this unix "
-                                 "socket, mode 0600 (default: no API)")
+                                 "Serve the HTTP API on this unix socket, mode 0600: slipway's "
+                                 "/v1/... (status, stats, ports, forwards, leases, flows, dns), "
+                                 "Prometheus /metrics, and gvproxy's /services/..., /leases and "
+                                 "/stats (default: no API)")
                       ->type_name("PATH");
     auto* o_pcap = app.add_option("--pcap", pcap,
                                   "Write every switched frame to this pcap file (default: none)")
@@ -835,8 +837,8 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
             ->allow_extra_args(false);
     auto* o_guest_api = app.add_flag(
         "--guest-api", guest_api,
-        "Also serve the gvproxy forwarder API (/services/forwarder/...) to guests at the "
-        "gateway's port 80, as gvproxy does (default: off)");
+        "Serve gvproxy's forwarder API (/services/forwarder/{all,expose,unexpose}) to guests at "
+        "the gateway's port 80, as gvproxy does; works with or without --api (default: off)");
     auto* o_config = app.add_option("--config", config_file,
                                     "TOML file with any of the flags above as keys (default: none)")
                          ->type_name("FILE");

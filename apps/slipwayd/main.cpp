@@ -2,37 +2,53 @@
 //
 // Theory of operation. slipwayd is a thin layer over slipway::Network (embed/):
 //   1. Parse the command line and the --config TOML file (config.cpp); the command line wins.
-//   2. log::init(level); Network::create (validates the address plan, MTU, pcap file).
+//   2. log::init(level); Network::create (validates the address plan, MTU, pcap file, and binds
+//      the --forward rules).
 //   3. Write the pid file if asked.
 //   4. Network::attach each --attach spec, in order; each starts listening at once.
-//   5. Start the HTTP API (api_server.cpp) on the network's own io_context if --api is given, so
-//      its handlers run on the network thread and may read status and counters without locks.
-//   6. SIGTERM/SIGINT through a boost::asio::signal_set on that io_context: the handler closes
-//      the API and calls Network::stop(). SIGPIPE is ignored: a peer closing its socket must
-//      show up as an EPIPE on that socket, not kill the daemon.
+//   5. The HTTP API (api_server.cpp, routes in api_routes.cpp) if --api or --guest-api is given.
+//      It runs on a thread of its own with its own io_context, so parsing requests and rendering
+//      documents never takes time from the network thread. Every call into the Network goes
+//      through a CommandChannel (api_backend_network.cpp): the command runs on the network thread
+//      between two loop handlers and its outcome comes back to the API thread; a full channel is
+//      a 503. --api PATH serves every route on a unix socket. --guest-api serves gvproxy's
+//      forwarder routes to guests at the gateway's port 80: the network thread terminates such a
+//      connection on one end of a socketpair and hands the other end to the API thread through
+//      GuestHandoff (a lock-free ring and an eventfd). Either flag starts the API thread; with
+//      --guest-api alone it serves guests only.
+//   6. SIGTERM/SIGINT through a boost::asio::signal_set on the network's io_context: the handler
+//      calls Network::stop(). SIGPIPE is ignored: a peer closing its socket must show up as an
+//      EPIPE on that socket, not kill the daemon.
 //   7. Log one line containing "ready" once the loop runs (every attachment is listening by
 //      then); scripts and tests wait for it. Then Network::run() until stopped.
-//   8. On the way out: close the API, remove the API socket and the pid file, exit 0.
+//   8. On the way out: stop the API thread's loop and join it, close the API's connections and
+//      remove its socket file, then destroy the channel and the server with no loop running; then
+//      the pid file; exit 0.
 // Exit status: 0 after a signal; 2 for a bad flag or value (including what Network::create and
 // Network::attach reject as invalid), with one line on stderr naming it; 1 for failures while
 // starting or running (a socket path that cannot be bound, a pid file that cannot be written).
 #include <pthread.h>
 #include <unistd.h>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "slipway/core/log.hpp"
 #include "slipway/embed/network.hpp"
+#include "slipwayd/api_backend_network.hpp"
+#include "slipwayd/api_guest.hpp"
 #include "slipwayd/api_server.hpp"
 #include "slipwayd/config.hpp"
-#include "slipwayd/render_json.hpp"
 
 namespace {
 
@@ -97,6 +113,48 @@ struct PidFile {
     }
 };
 
+// The HTTP API's thread and everything on it. Members are built in declaration order and
+// destroyed in reverse; the destructor first stops and joins the thread, so the handoff, the
+// server and the backend's CommandChannel are destroyed with no loop running (the channel's rule),
+// before the io_context they are registered with.
+struct ApiRuntime {
+    explicit ApiRuntime(Network& net) : backend(net, io), server(io, backend) {}
+    ~ApiRuntime() { stop(); }
+    ApiRuntime(const ApiRuntime&) = delete;
+    ApiRuntime& operator=(const ApiRuntime&) = delete;
+
+    void start_thread() {
+        thread = std::thread([this] {
+            // A handler that throws costs that request, not the API: the loop carries on.
+            for (;;) {
+                try {
+                    io.run();
+                    return;
+                } catch (const std::exception& e) {
+                    SLW_ERROR("api: {}", e.what());
+                }
+            }
+        });
+    }
+
+    // Idempotent. Closes the connections and removes the API socket file.
+    void stop() noexcept {
+        if (thread.joinable()) {
+            io.stop();
+            thread.join();
+        }
+        server.stop();
+    }
+
+    boost::asio::io_context io;
+    boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work =
+        boost::asio::make_work_guard(io);
+    NetworkBackend backend;
+    ApiServer server;
+    std::optional<GuestHandoff> guests;
+    std::thread thread;
+};
+
 int run_daemon(const DaemonConfig& cfg) {
     // SIGTERM/SIGINT wait (pending) until the signal_set below exists, so a stop request during
     // start-up still closes the sockets and removes the pid file instead of killing us midway.
@@ -134,17 +192,24 @@ int run_daemon(const DaemonConfig& cfg) {
         }
     }
 
-    // Declared after `net`, so destroyed before the io_context it runs on.
-    std::optional<ApiServer> api;
-    if (!cfg.api.empty()) {
-        Network* n = net.get();
-        api.emplace(net->io(), ApiProviders{
-                                   [n] { return status_to_json(n->status()); },
-                                   [n] { return stats_to_json(n->stats()); },
-                               });
-        error.clear();
-        if (auto r = api->start(cfg.api, error); !r)
-            return fail_with(exit_code_for(r.error()), error);
+    // Declared after `net`: its channel and watchers go before the network's io_context.
+    std::unique_ptr<ApiRuntime> api;
+    if (!cfg.api.empty() || cfg.guest_api) {
+        api = std::make_unique<ApiRuntime>(*net);
+        if (!cfg.api.empty()) {
+            error.clear();
+            if (auto r = api->server.start(cfg.api, error); !r)
+                return fail_with(exit_code_for(r.error()), error);
+        }
+        if (cfg.guest_api) {
+            ApiServer* server = &api->server;
+            // serve runs on the API thread. The network does not say which guest connected, so
+            // a gvproxy remote without an address (":8080") is refused there for now.
+            api->guests.emplace(
+                api->io, [server](int fd, Ipv4Addr guest) { server->serve_guest(fd, guest); });
+            net->serve_on_gateway(80,
+                                  [g = &*api->guests](Ipv4Addr guest) { return g->open(guest); });
+        }
     }
 
     std::signal(SIGPIPE, SIG_IGN);
@@ -152,9 +217,11 @@ int run_daemon(const DaemonConfig& cfg) {
     signals.async_wait([&](const boost::system::error_code& ec, int signo) {
         if (ec) return;
         SLW_INFO("signal {}: stopping", signo);
-        if (api) api->stop();
         net->stop();
     });
+    // Started while SIGTERM/SIGINT are blocked, so the API thread inherits the mask and the
+    // signals are delivered to this (the network) thread.
+    if (api) api->start_thread();
     ::pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);  // a pending one is delivered now
 
     net->post([&] {
@@ -206,17 +273,20 @@ int run_daemon(const DaemonConfig& cfg) {
                           : (p.host_alias_ports.empty() ? std::string("all") : p.host_alias_ports),
             egress.empty() ? "allow all" : egress);
         SLW_INFO(
-            "slipwayd ready: {} attachment{}, api {}, subnet {}/{}, gateway {}, dhcp {}, dns {}",
+            "slipwayd ready: {} attachment{}, api {}{}, subnet {}/{}, gateway {}, dhcp {}, dns {}",
             cfg.attach.size(), cfg.attach.size() == 1 ? "" : "s",
-            cfg.api.empty() ? "none" : cfg.api, status.plan.subnet.to_string(),
-            status.plan.prefix_len, status.plan.gateway.to_string(), dhcp, dns);
+            cfg.api.empty() ? "none" : cfg.api,
+            cfg.guest_api ? " (and guests at " + status.plan.gateway.to_string() + ":80)"
+                          : std::string(),
+            status.plan.subnet.to_string(), status.plan.prefix_len, status.plan.gateway.to_string(),
+            dhcp, dns);
     });
 
     net->run();
 
     boost::system::error_code ignored;
     signals.cancel(ignored);
-    if (api) api->stop();  // also removes the socket file
+    api.reset();  // joins the API thread, removes the socket file
     SLW_INFO("slipwayd stopped");
     return 0;
 }
