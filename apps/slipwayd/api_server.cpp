@@ -79,9 +79,12 @@ class ApiServer::Session : public std::enable_shared_from_this<Session> {
         parser_->header_limit(static_cast<std::uint32_t>(kMaxRequestHeader));
         parser_->body_limit(kMaxRequestBody);
         timer_.expires_after(kRequestTimeout);
-        timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+        // The generation tells a deadline that fired just as its request was answered (its
+        // handler queued, so cancel() came too late) from the next request's.
+        const std::uint64_t gen = ++generation_;
+        timer_.async_wait([weak = weak_from_this(), gen](const boost::system::error_code& ec) {
             if (ec) return;  // cancelled: the request was answered in time
-            if (auto self = weak.lock()) self->close();
+            if (auto self = weak.lock(); self && self->generation_ == gen) self->close();
         });
         http::async_read(socket_, buffer_, *parser_,
                          [self = shared_from_this()](const beast::error_code& ec, std::size_t) {
@@ -170,6 +173,7 @@ class ApiServer::Session : public std::enable_shared_from_this<Session> {
 
     stream_protocol::socket socket_;
     asio::steady_timer timer_;
+    std::uint64_t generation_ = 0;  // of the request being read (its deadline's)
     beast::flat_buffer buffer_;
     std::optional<http::request_parser<http::string_body>> parser_;
     std::optional<http::response<http::string_body>> res_;

@@ -203,8 +203,8 @@ int run_daemon(const DaemonConfig& cfg) {
         }
         if (cfg.guest_api) {
             ApiServer* server = &api->server;
-            // serve runs on the API thread. The network does not say which guest connected, so
-            // a gvproxy remote without an address (":8080") is refused there for now.
+            // serve runs on the API thread, with the address of the guest that connected (a
+            // gvproxy remote without an address, ":8080", means that guest).
             api->guests.emplace(
                 api->io, [server](int fd, Ipv4Addr guest) { server->serve_guest(fd, guest); });
             net->serve_on_gateway(80,
@@ -286,7 +286,8 @@ int run_daemon(const DaemonConfig& cfg) {
 
     boost::system::error_code ignored;
     signals.cancel(ignored);
-    api.reset();  // joins the API thread, removes the socket file
+    net->serve_on_gateway(80, nullptr);  // the handoff goes with `api`: nothing may call it
+    api.reset();                         // joins the API thread, removes the socket file
     SLW_INFO("slipwayd stopped");
     return 0;
 }

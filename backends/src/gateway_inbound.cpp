@@ -78,6 +78,11 @@ void UserspaceGateway::learn_neighbor(Ipv4Addr ip, MacAddr mac, std::optional<wi
     const bool changed = slot->seen_ms == 0 || slot->ip != ip || slot->mac != mac ||
                          slot->port != port || slot->vlan.has_value() != vlan.has_value() ||
                          (vlan && slot->vlan->vid() != vlan->vid());
+    // Another MAC or switch port claiming an address already known (a guest restarted, or one
+    // guest claiming another's address): said, since port forwards to it follow the claim.
+    if (changed && slot->seen_ms != 0 && slot->ip == ip)
+        SLW_WARN_RATELIMITED("neighbour {} moved from {} (port {}) to {} (port {})", ip.to_string(),
+                             slot->mac.to_string(), slot->port, mac.to_string(), port);
     *slot = Neighbor{ip, mac, vlan, port, now};
     if (changed) gw_.neighbors_learned.inc();
     if (!waiting_.empty()) serve_waiting();
@@ -241,10 +246,13 @@ void UserspaceGateway::datagram_udp(portfwd::RuleId rule, const portfwd::Client&
     const auto view = client_view(client);
     if (!view) return;
     // A client with a mapping already (its datagram reached the rule's socket before the kernel
-    // knew the mapping's): deliver through that flow, if its socket's peer is this client.
-    const nat::FlowId existing =
-        flows_->find(nat::FlowKey{guest, view->first, guest_port, view->second, IpProto::udp});
-    if (existing != nat::kNoFlow) {
+    // knew the mapping's): deliver through that flow. Its key is the view's port or one that
+    // free_key() moved on to, so each candidate the table holds is checked by its socket's peer.
+    std::uint16_t port = view->second;
+    for (int i = 0; i < kPortTries; ++i) {
+        const nat::FlowId existing =
+            flows_->find(nat::FlowKey{guest, view->first, guest_port, port, IpProto::udp});
+        if (existing == nat::kNoFlow) break;  // free_key() would have stopped here too
         sockaddr_storage peer{};
         socklen_t len = sizeof peer;
         const int mfd = udp_->fd_of(existing);
@@ -254,6 +262,7 @@ void UserspaceGateway::datagram_udp(portfwd::RuleId rule, const portfwd::Client&
             flush();
             return;
         }
+        port = static_cast<std::uint16_t>(port >= 65535 ? 1024 : port + 1);
     }
     const Neighbor* n = neighbor(guest);
     if (n == nullptr) {

@@ -461,6 +461,10 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
             return it == mp->gateway_services.end() || !it->second ? -ECONNREFUSED
                                                                    : it->second(guest);
         };
+        tc.serves_gateway_port = [mp = &m](std::uint16_t port) {
+            const auto it = mp->gateway_services.find(port);
+            return it != mp->gateway_services.end() && bool(it->second);
+        };
         nat::UdpConfig& uc = nc.udp;
         uc.gateway_mac = plan.gateway_mac;
         uc.gateway = plan.gateway;
@@ -505,7 +509,9 @@ Result<std::unique_ptr<Network>> Network::create(const NetworkOptions& opts, std
                 error = "--forward " + spec + ": " + error;
             else if (error.rfind("--forward", 0) != 0)
                 error = "--" + error;
-            return fail(f.error());
+            // Two overlapping --forward flags are a configuration error (exit 2), not a failure
+            // of the host (a port in use, exit 1).
+            return fail(f.error() == Errc::conflict ? Errc::invalid_argument : f.error());
         }
     }
     m.sw->add_port(*m.gateway);

@@ -153,7 +153,9 @@ struct TcpEngine::Impl {
     // Whether a guest may reach `dst`:`port` through a host socket.
     [[nodiscard]] bool translatable(Ipv4Addr dst, std::uint16_t port) const noexcept {
         if (cfg.dns_addr && dst == *cfg.dns_addr && port == 53) return bool(cfg.open_dns_stream);
-        if (dst == cfg.gateway) return bool(cfg.open_gateway_stream);
+        if (dst == cfg.gateway)
+            return cfg.open_gateway_stream && cfg.serves_gateway_port &&
+                   cfg.serves_gateway_port(port);
         if (cfg.host_alias && dst == *cfg.host_alias) return true;
         if (dst == cfg.gateway || (cfg.dns_addr && dst == *cfg.dns_addr)) return false;
         if (dst.is_unspecified() || dst.is_broadcast() || dst.is_multicast() || dst.is_loopback())
@@ -206,7 +208,9 @@ struct TcpEngine::Impl {
             poller.unwatch(f.fd);
             socks.close(f.fd, reset_socket);
         }
-        limits.closed(table.key(id).guest_ip, f.state == TcpState::connecting);
+        // Inbound flows (port forwards) are the host's doing: they do not count against the
+        // guest's own caps.
+        if (!f.inbound) limits.closed(table.key(id).guest_ip, f.state == TcpState::connecting);
         if (g_flow == id) drop_gather();
         set_state(f, TcpState::free);
         clear(f);
@@ -575,7 +579,6 @@ struct TcpEngine::Impl {
         Flow& f = flows[id];
         clear(f);
         set_state(f, TcpState::syn_sent);
-        limits.opened(in.key.guest_ip, false);
         f.inbound = true;
         f.tag = in.tag;
         f.guest_mac = in.guest_mac;
@@ -1171,6 +1174,9 @@ void TcpEngine::process_segment(const TcpSegmentIn& s, std::uint64_t now_ms) noe
             return;
         }
         m.c.drop_out_of_window.inc();
+        // An ACK of something never sent gets <SEQ=SEG.ACK><CTL=RST> (RFC 9293 §3.10.7.3).
+        if (t.is_ack() && !acks_syn)
+            (void)m.send_control(m.dest_of(id, f), t.ack(), TcpSeq{0}, wire::tcp_flag::rst, 0);
         return;
     }
     if (t.is_rst()) {
@@ -1358,7 +1364,10 @@ void TcpEngine::reset_all() noexcept {
     for (FlowId id = 0; id < m.flows.size(); ++id) {
         Impl::Flow& f = m.flows[id];
         if (f.state == TcpState::free) continue;
-        if (f.state != TcpState::connecting) m.send_rst_to_guest(id, f);
+        if (f.state == TcpState::syn_sent)  // nothing of the guest's to acknowledge yet
+            (void)m.send_control(m.dest_of(id, f), f.snd_nxt, TcpSeq{0}, wire::tcp_flag::rst, 0);
+        else if (f.state != TcpState::connecting)
+            m.send_rst_to_guest(id, f);
         m.free_flow(id, f, true);
     }
 }

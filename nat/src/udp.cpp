@@ -136,7 +136,8 @@ struct UdpEngine::Impl {
             socks.close(f.fd);
         }
         lru_of(f).remove(id);
-        if (cfg.limits) cfg.limits->closed(table.key(id).guest_ip, false);
+        // Inbound flows (port forwards) do not count against the guest's caps.
+        if (cfg.limits && !f.inbound) cfg.limits->closed(table.key(id).guest_ip, false);
         for (std::size_t i = 0; i < g_n; ++i)
             if (gather[i].id == id) gather[i].id = kNoFlow;  // unsent: dropped with the flow
         if (held_id == id) held_id = kNoFlow;  // (backlog frames are built: they still go)
@@ -639,7 +640,6 @@ FlowId UdpEngine::open_inbound(const UdpInbound& in, std::uint64_t now_ms) noexc
     f.last_ms = now_ms;
     m.lru_of(f).push_back(id);
     ++m.live;
-    if (m.cfg.limits) m.cfg.limits->opened(in.key.guest_ip, false);
     m.c.flows_opened.inc();
     return id;
 }
@@ -661,6 +661,9 @@ bool UdpEngine::deliver(FlowId id, ByteView payload, std::uint64_t now_ms) noexc
     // One path for every size: a datagram that fits the MTU leaves as one whole fragment.
     switch (m.deliver_fragmented(f, m.table.key(id), payload, {})) {
         case Impl::Sent::yes:
+            // Fragments the link could not take yet wait in the backlog: the pending turn sends
+            // them (as receive() arranges for its own).
+            if (!m.backlog.empty()) m.make_pending(id, f);
             return true;
         case Impl::Sent::later:
             m.c.drop_no_buffer.inc();

@@ -127,6 +127,23 @@ Result<RuleId> Forwarder::add(const Rule& rule, std::string& error) {
                 set_int(l->fd, IPPROTO_IP, IP_PKTINFO, 1);
         }
         l->local_len = rule.host.to_sockaddr(port, l->local);
+        if (rule.proto == Proto::udp) {
+            // SO_REUSEPORT would let the bind below share the port with another process of
+            // this user that set it too (their datagrams then split between us): a probe bind
+            // without it says whether the port is free.
+            const int probe = ::socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+            if (probe >= 0) {
+                if (rule.host.v6) set_int(probe, IPPROTO_IPV6, IPV6_V6ONLY, 1);
+                const bool busy =
+                    ::bind(probe, reinterpret_cast<const sockaddr*>(&l->local), l->local_len) != 0;
+                const int err = errno;
+                ::close(probe);
+                if (busy) {
+                    error = where + ": cannot bind: " + bind_reason(err, rule, port);
+                    return fail(Errc::io_error);
+                }
+            }
+        }
         if (::bind(l->fd, reinterpret_cast<const sockaddr*>(&l->local), l->local_len) != 0) {
             error = where + ": cannot bind: " + bind_reason(errno, rule, port);
             return fail(Errc::io_error);
@@ -275,11 +292,16 @@ void Forwarder::recv_burst(Listener& l) {
             if (!l.v6 && cm->cmsg_level == IPPROTO_IP && cm->cmsg_type == IP_PKTINFO) {
                 in_pktinfo pi{};
                 std::memcpy(&pi, CMSG_DATA(cm), sizeof pi);
-                reinterpret_cast<sockaddr_in*>(&c.local)->sin_addr = pi.ipi_addr;
+                // ipi_spec_dst: the local address (ipi_addr is the header's destination, which
+                // for a broadcast is no address to reply from).
+                reinterpret_cast<sockaddr_in*>(&c.local)->sin_addr = pi.ipi_spec_dst;
             } else if (l.v6 && cm->cmsg_level == IPPROTO_IPV6 && cm->cmsg_type == IPV6_PKTINFO) {
                 in6_pktinfo pi{};
                 std::memcpy(&pi, CMSG_DATA(cm), sizeof pi);
-                reinterpret_cast<sockaddr_in6*>(&c.local)->sin6_addr = pi.ipi6_addr;
+                auto* l6 = reinterpret_cast<sockaddr_in6*>(&c.local);
+                l6->sin6_addr = pi.ipi6_addr;
+                // A link-local address binds only with its interface.
+                if (IN6_IS_ADDR_LINKLOCAL(&pi.ipi6_addr)) l6->sin6_scope_id = pi.ipi6_ifindex;
             }
         }
         c_.datagrams.inc();

@@ -866,7 +866,10 @@ TEST_P(TcpInboundTest, PollerRefusalFailsTheFlowAndResetsTheClient) {
     EXPECT_EQ(refused.size(), 1u);
 }
 
-TEST_P(TcpInboundTest, SharedLimitsCountInboundFlowsAndForgetThem) {
+// Inbound flows are the host's doing: they take table slots but do not count against the guest's
+// own caps (--max-flows-per-guest, --max-half-open), so host clients cannot push a guest over its
+// cap and make its own connections fail; the guest's outbound flows still count.
+TEST_P(TcpInboundTest, InboundFlowsDoNotCountAgainstTheGuestsCaps) {
     limits_ = std::make_unique<FlowLimits>(LimitsConfig{.max_flows_per_guest = 0});
     FlowLimits& limits = *limits_;
     FakeNetOptions o;
@@ -879,11 +882,13 @@ TEST_P(TcpInboundTest, SharedLimitsCountInboundFlowsAndForgetThem) {
     open(a);
     open(b);
     establish(d);
-    EXPECT_EQ(limits.flows_of(kGuestIp), 3u);
+    EXPECT_EQ(net->table.size(), 3u);
+    EXPECT_EQ(limits.flows_of(kGuestIp), 0u);
     EXPECT_EQ(limits.half_open_of(kGuestIp), 0u) << "inbound flows are not the guest's half-open";
     send(a, seg(a, tf::rst | tf::ack, 0, a.eisn + 1));  // refused
-    EXPECT_EQ(limits.flows_of(kGuestIp), 2u);
+    EXPECT_EQ(limits.flows_of(kGuestIp), 0u);
     EXPECT_EQ(net->eng.reset_tagged(7), 2u);
+    EXPECT_EQ(net->table.size(), 0u);
     EXPECT_EQ(limits.flows_of(kGuestIp), 0u);
     EXPECT_EQ(limits.half_open_of(kGuestIp), 0u);
     (void)take_all();

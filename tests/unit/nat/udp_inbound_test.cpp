@@ -441,7 +441,8 @@ TEST_F(UdpInboundTest, IdleTimeoutIsTheLongOneEvenForDnsPorts) {
     EXPECT_EQ(counters().flows_expired.get(), 1u);
 }
 
-TEST_F(UdpInboundTest, SharedLimitsCountInboundFlows) {
+// Client mappings are the host's doing: table slots, but not the guest's own flows for its caps.
+TEST_F(UdpInboundTest, InboundFlowsDoNotCountAgainstTheGuestsCaps) {
     DgramNetOptions o;
     o.limits = LimitsConfig{};
     make(o);
@@ -450,8 +451,10 @@ TEST_F(UdpInboundTest, SharedLimitsCountInboundFlows) {
     b.client.port = 40002;
     open(a);
     open(b);
-    EXPECT_EQ(net->limits->flows_of(kGuestIp), 2u);
+    EXPECT_EQ(net->udp->flows(), 2u);
+    EXPECT_EQ(net->limits->flows_of(kGuestIp), 0u);
     EXPECT_EQ(net->udp->reset_tagged(3), 2u);
+    EXPECT_EQ(net->udp->flows(), 0u);
     EXPECT_EQ(net->limits->flows_of(kGuestIp), 0u);
 }
 

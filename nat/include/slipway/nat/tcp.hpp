@@ -120,6 +120,9 @@ struct TcpConfig {
     // for the port and the guest's address: a stream some local service serves (the API for
     // --guest-api), or -errno (-ECONNREFUSED: RST). Unset: every such SYN gets a RST.
     std::function<int(std::uint16_t port, Ipv4Addr guest)> open_gateway_stream;
+    // Which of the gateway's ports have such a service (others get a RST at once, before any
+    // admission check). Unset: none.
+    std::function<bool(std::uint16_t port)> serves_gateway_port;
     // The guest network (its own addresses are not NAT destinations).
     Ipv4Addr subnet;
     std::uint8_t prefix_len = 24;
