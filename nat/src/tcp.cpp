@@ -9,10 +9,12 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <vector>
 
 #include "slipway/core/checksum.hpp"
+#include "slipway/core/open_addressing.hpp"
 #include "slipway/core/virtio/net_hdr.hpp"
 #include "slipway/core/wire/icmpv4.hpp"
 
@@ -113,6 +115,8 @@ struct TcpEngine::Impl {
     std::uint64_t now = 0;
     std::uint64_t last_sweep = 0;
     std::uint16_t ip_id = 1;
+    // The key of inbound_isn()'s hash: random per engine.
+    std::uint64_t isn_secret = std::uint64_t{::arc4random()} << 32 | ::arc4random();
     // Per-guest admission (shared with the datagram engines, or our own for a lone engine).
     std::unique_ptr<FlowLimits> own_limits;
     FlowLimits& limits;
@@ -551,6 +555,26 @@ struct TcpEngine::Impl {
 
     // ---- inbound (port forwards, TCP.md §3) ----------------------------------------------
 
+    // RFC 6528's ISN: a keyed hash of the connection's addresses and ports plus a clock (64 ns
+    // ticks, as Linux does). Here it matters beyond unpredictability: port-forward clients reuse
+    // their ports, and the guest, which closed the last connection of that 4-tuple first, may
+    // still hold it in TIME_WAIT. Linux accepts a SYN in TIME_WAIT only when its sequence number
+    // is after the old connection's end (RFC 9293 §3.6.1; our SYN has no timestamps); a random
+    // ISN is behind half the time, and the guest then answers with an ACK of the old connection
+    // instead of a SYN-ACK, which costs the client a SYN retransmission (1 s) at best. A clock
+    // ISN for the same 4-tuple grows faster than any one connection's bytes can.
+    [[nodiscard]] std::uint32_t inbound_isn(const FlowKey& k) const noexcept {
+        const std::uint64_t tuple =
+            (std::uint64_t{k.guest_ip.v} << 32 | k.remote_ip.v) ^
+            (std::uint64_t{k.guest_port} << 16 | k.remote_port) * 0x9e3779b97f4a7c15ULL;
+        const auto ns =
+            static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                           std::chrono::steady_clock::now().time_since_epoch())
+                                           .count());
+        return static_cast<std::uint32_t>(mix64(tuple ^ isn_secret)) +
+               static_cast<std::uint32_t>(ns >> 6);
+    }
+
     // Our SYN to the guest, from the client's side, with our MSS and window scale.
     void send_syn(FlowId id, Flow& f) noexcept {
         wire::TcpOptions o;
@@ -585,7 +609,7 @@ struct TcpEngine::Impl {
         f.vlan = in.vlan;
         f.in_port = in.in_port;
         f.rcv_wscale = cfg.rcv_wscale;
-        f.snd_isn = TcpSeq{cfg.isn ? cfg.isn() : ::arc4random()};  // RFC 9293 §3.4.1
+        f.snd_isn = TcpSeq{cfg.isn ? cfg.isn() : inbound_isn(in.key)};
         f.snd_una = f.recover = f.snd_wl2 = f.snd_isn;
         f.snd_nxt = f.snd_max = f.snd_isn + 1;
         f.rto_ms = kSynRtoMs;

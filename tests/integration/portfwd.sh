@@ -96,6 +96,36 @@ rc=$(curl_rc http://127.0.0.1:8083/)
 [ "$rc" -eq 7 ] || fail "curl to 127.0.0.1:8083 (no forward) exited $rc, expected 7"
 log "ok: a port with no forward refuses (curl exit 7)"
 
+# --- a client reusing its port while the guest still holds the last connection in TIME_WAIT
+# (httpd closed first): each new connection must come up at once, not after a SYN
+# retransmission (slipway's ISNs for a 4-tuple grow with the clock, RFC 6528) ---
+out=$(on_host timeout 60 "$PY" - <<'PYEOF'
+import socket, time
+worst = 0.0
+for i in range(8):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 40555))
+    s.settimeout(10)
+    t = time.monotonic()
+    s.connect(("127.0.0.1", 8080))
+    s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    worst = max(worst, time.monotonic() - t)
+    s.close()
+    assert b"200" in data.split(b"\r\n", 1)[0], data[:80]
+    time.sleep(0.05)
+print("%d" % (worst * 1000))
+PYEOF
+) || fail "connections from one reused client port: $out"
+[ "$out" -lt 800 ] || fail "a connection from a reused client port took $out ms (the guest's TIME_WAIT answered our SYN?)"
+log "ok: 8 connections from the same client port 40555 (guest in TIME_WAIT), the slowest $out ms"
+
 # --- rules added at run time: slipwayctl, gvproxy's expose; listed; removed ---
 out=$(ctl forward add "tcp:8081=$GUEST_IP:80") || fail "slipwayctl forward add tcp:8081=$GUEST_IP:80: $out"
 [[ "$out" =~ ^forward\ ([0-9]+):\ tcp:127\.0\.0\.1:8081=192\.168\.127\.2:80$ ]] ||
