@@ -1,4 +1,6 @@
 // GuestHandoff: socketpairs made on one thread, their far ends served on another.
+#include "slipwayd/api_guest.hpp"
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -13,8 +15,6 @@
 #include <future>
 #include <thread>
 #include <vector>
-
-#include "slipwayd/api_guest.hpp"
 
 namespace slipway::apps {
 namespace {

@@ -1,10 +1,11 @@
 // GET /metrics' text: Prometheus exposition format 0.0.4 from NetworkStats.
+#include "slipwayd/api_metrics.hpp"
+
 #include <gtest/gtest.h>
 
 #include <map>
 #include <string>
 
-#include "slipwayd/api_metrics.hpp"
 #include "api_test_support.hpp"
 
 namespace slipway::apps {

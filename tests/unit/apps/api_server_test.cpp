@@ -2,6 +2,8 @@
 // gvproxy's paths with request bodies and expected answers taken from gvproxy's source and tests
 // (containers/gvisor-tap-vsock; each test names the file), the guest scope, and the transport
 // (keep-alive, limits, the socket file's life).
+#include "slipwayd/api_server.hpp"
+
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -16,7 +18,6 @@
 #include <string>
 #include <thread>
 
-#include "slipwayd/api_server.hpp"
 #include "api_test_support.hpp"
 
 namespace slipway::apps {
