@@ -1,12 +1,13 @@
 // slipwayctl's command -> HTTP request mapping and the `forward rm RULE` lookup (request.hpp).
 #include "slipwayctl/request.hpp"
 
-#include <arpa/inet.h>
 
 #include <array>
 #include <charconv>
 #include <cstring>
 #include <limits>
+
+#include "slipway/portfwd/rule.hpp"
 
 namespace slipway::apps {
 
@@ -51,98 +52,6 @@ std::string body_of(const json& doc) {
     return doc.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::optional<std::uint16_t> parse_port(std::string_view s) {
-    if (!all_digits(s)) return std::nullopt;
-    unsigned v = 0;
-    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    if (ec != std::errc{} || p != s.data() + s.size() || v == 0 || v > 65535) return std::nullopt;
-    return static_cast<std::uint16_t>(v);
-}
-
-// "PORT" or "FIRST-LAST", inclusive.
-struct PortRange {
-    std::uint16_t first = 0, last = 0;
-};
-
-Result<PortRange> parse_ports(std::string_view s, std::string& error) {
-    const auto dash = s.find('-');
-    const auto a = parse_port(s.substr(0, dash));
-    const auto b = dash == std::string_view::npos ? a : parse_port(s.substr(dash + 1));
-    if (!a || !b) {
-        error = "'" + shown(s) + "' is not a port (1-65535) or a range FIRST-LAST";
-        return fail(Errc::invalid_argument);
-    }
-    if (*b < *a) {
-        error = "port range '" + shown(s) + "' ends before it starts";
-        return fail(Errc::invalid_argument);
-    }
-    return PortRange{*a, *b};
-}
-
-// A host address by value: IPv4, or IPv6 ("[...]"); an IPv4-mapped IPv6 address is its IPv4
-// address, as slipwayd's rules treat it.
-struct Addr {
-    bool v6 = false;
-    std::array<unsigned char, 16> bytes{};
-    friend bool operator==(const Addr& a, const Addr& b) = default;
-};
-
-std::optional<Addr> parse_addr(std::string_view s) {
-    Addr a;
-    if (s.size() >= 2 && s.front() == '[' && s.back() == ']') {
-        const std::string inner(s.substr(1, s.size() - 2));
-        if (inet_pton(AF_INET6, inner.c_str(), a.bytes.data()) != 1) return std::nullopt;
-        static constexpr std::array<unsigned char, 12> kMapped = {0, 0, 0, 0, 0,    0,
-                                                                  0, 0, 0, 0, 0xff, 0xff};
-        if (std::memcmp(a.bytes.data(), kMapped.data(), kMapped.size()) == 0) {
-            std::memmove(a.bytes.data(), a.bytes.data() + 12, 4);
-            std::memset(a.bytes.data() + 4, 0, 12);
-            return a;
-        }
-        a.v6 = true;
-        return a;
-    }
-    const std::string text(s);
-    if (inet_pton(AF_INET, text.c_str(), a.bytes.data()) != 1) return std::nullopt;
-    return a;
-}
-
-// Splits "ADDR:PORTS" / "[V6]:PORTS" / "PORTS"; `addr` empty when there is none.
-bool split_host(std::string_view s, std::string_view& addr, std::string_view& ports) {
-    if (!s.empty() && s.front() == '[') {
-        const auto close = s.find(']');
-        if (close == std::string_view::npos || close + 1 >= s.size() || s[close + 1] != ':')
-            return false;
-        addr = s.substr(0, close + 1);
-        ports = s.substr(close + 2);
-        return true;
-    }
-    const auto colon = s.rfind(':');
-    if (colon == std::string_view::npos) {
-        addr = {};
-        ports = s;
-        return true;
-    }
-    addr = s.substr(0, colon);
-    ports = s.substr(colon + 1);
-    return true;
-}
-
-struct HostSide {
-    Addr addr;
-    PortRange ports;
-};
-
-// "ADDR:PORTS" with the address required.
-std::optional<HostSide> parse_host_side(std::string_view s) {
-    std::string_view addr, ports;
-    if (!split_host(s, addr, ports) || addr.empty()) return std::nullopt;
-    const auto a = parse_addr(addr);
-    std::string ignored;
-    const auto p = parse_ports(ports, ignored);
-    if (!a || !p) return std::nullopt;
-    return HostSide{*a, *p};
-}
 
 // A forward id in a document: a JSON integer (signed or unsigned) in 1..4294967295.
 std::optional<std::uint32_t> id_of(const json& v) {
@@ -222,36 +131,31 @@ Result<ForwardSelector> parse_forward_selector(std::string_view arg, std::string
 
     const std::string what =
         "'" + shown(arg) + "' is not a forward id or rule ([tcp:|udp:][ADDR:]PORT)";
-    std::string_view addr, ports;
-    if (rest.empty() || !split_host(rest, addr, ports)) {
+    if (rest.empty()) {
         error = what;
         return fail(Errc::invalid_argument);
     }
-    if (addr.empty() && rest.find(':') != std::string_view::npos) {
+    if (rest.front() == ':') {
         error = what + ": missing host address";
         return fail(Errc::invalid_argument);
     }
-    if (!addr.empty() && !parse_addr(addr)) {
-        error = what + ": bad host address '" + shown(addr) + "'";
-        if (addr.find(':') != std::string_view::npos && addr.front() != '[')
-            error += " (IPv6 addresses go in brackets: [::1]:53)";
-        return fail(Errc::invalid_argument);
-    }
+    // The grammar of a rule's host side is slipwayd's own (portfwd/rule.hpp).
     std::string why;
-    if (!parse_ports(ports, why)) {
+    if (!portfwd::parse_host_side(rest, why)) {
         error = what + ": " + why;
         return fail(Errc::invalid_argument);
     }
-    sel.host =
-        (addr.empty() ? std::string("127.0.0.1") : std::string(addr)) + ":" + std::string(ports);
+    const bool has_addr = rest.find(':') != std::string_view::npos;
+    sel.host = (has_addr ? std::string() : std::string("127.0.0.1:")) + std::string(rest);
     return sel;
 }
 
 bool same_forward_host(std::string_view a, std::string_view b) {
-    const auto x = parse_host_side(a);
-    const auto y = parse_host_side(b);
+    std::string why;
+    const auto x = portfwd::parse_host_side(a, why);
+    const auto y = portfwd::parse_host_side(b, why);
     if (!x || !y) return !x && !y && a == b;
-    return x->addr == y->addr && x->ports.first == y->ports.first && x->ports.last == y->ports.last;
+    return x->addr == y->addr && x->first == y->first && x->last == y->last;
 }
 
 std::optional<std::uint32_t> find_forward_id(const json& forwards,

@@ -128,25 +128,11 @@ Result<Rule> Rule::parse(std::string_view text, std::string& why) {
               "': expected [tcp:|udp:][HOSTADDR:]HOSTPORT[-END]=GUESTADDR:GUESTPORT[-END]";
         return fail(Errc::invalid_argument);
     }
-    std::string_view host_addr, host_ports;
-    if (!split_addr(s.substr(0, eq), host_addr, host_ports)) {
-        why = "'" + std::string(s.substr(0, eq)) + "': an IPv6 host address is written [ADDR]:PORT";
-        return fail(Errc::invalid_argument);
-    }
-    if (host_addr.empty()) {
-        r.host.v4 = Ipv4Addr::from_octets(127, 0, 0, 1);
-    } else {
-        auto a = parse_addr(host_addr);
-        if (!a) {
-            why = "host address '" + std::string(host_addr) +
-                  "' is not an IPv4 address or a bracketed IPv6 address";
-            return fail(Errc::invalid_argument);
-        }
-        r.host = *a;
-    }
-    bool host_ranged = false;
-    if (!parse_range(host_ports, r.host_first, r.host_last, host_ranged, why))
-        return fail(Errc::invalid_argument);
+    const auto host = parse_host_side(s.substr(0, eq), why);
+    if (!host) return fail(Errc::invalid_argument);
+    r.host = host->addr;
+    r.host_first = host->first;
+    r.host_last = host->last;
     if (r.ports() > kMaxRangePorts) {
         why = "host range " + range_text(r.host_first, r.host_last) + " has " +
               std::to_string(r.ports()) + " ports; at most " + std::to_string(kMaxRangePorts) +
@@ -179,8 +165,32 @@ Result<Rule> Rule::parse(std::string_view text, std::string& why) {
         why = "guest range starting at " + std::to_string(gf) + " runs past port 65535";
         return fail(Errc::invalid_argument);
     }
-    (void)host_ranged;
     return r;
+}
+
+std::optional<HostSide> parse_host_side(std::string_view text, std::string& why) {
+    std::string_view addr, ports;
+    if (!split_addr(text, addr, ports)) {
+        why = "'" + std::string(text) + "': an IPv6 host address is written [ADDR]:PORT";
+        return std::nullopt;
+    }
+    HostSide h;
+    if (addr.empty()) {
+        h.addr.v4 = Ipv4Addr::from_octets(127, 0, 0, 1);
+    } else {
+        auto a = parse_addr(addr);
+        if (!a) {
+            why = "host address '" + std::string(addr) +
+                  "' is not an IPv4 address or a bracketed IPv6 address";
+            if (addr.find(':') != std::string_view::npos && addr.front() != '[')
+                why += " (IPv6 addresses go in brackets: [::1]:53)";
+            return std::nullopt;
+        }
+        h.addr = *a;
+    }
+    bool ranged = false;
+    if (!parse_range(ports, h.first, h.last, ranged, why)) return std::nullopt;
+    return h;
 }
 
 std::string Rule::host_text() const {

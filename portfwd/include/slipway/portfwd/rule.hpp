@@ -80,6 +80,15 @@ struct Rule {
     [[nodiscard]] bool overlaps(const Rule& o) const noexcept;
 };
 
+// A rule's host side as its text writes it: "[HOSTADDR:]PORT[-END]", HOSTADDR an IPv4 address or
+// "[V6]" (an IPv4-mapped one is its IPv4 address), 127.0.0.1 when left out. nullopt with `why`
+// saying what is wrong (an address without a port, a bad address, a bad or reversed range).
+struct HostSide {
+    HostAddr addr;
+    std::uint16_t first = 0, last = 0;
+};
+[[nodiscard]] std::optional<HostSide> parse_host_side(std::string_view text, std::string& why);
+
 // "HOSTADDR:PORT" / "PORT" / "[V6]:PORT" (a single port) as gvproxy's "local" field writes it,
 // parsed into an address (127.0.0.1 when left out; gvproxy's ":8080" means every address) and a
 // port. nullopt when malformed.
