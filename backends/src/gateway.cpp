@@ -146,26 +146,36 @@ void UserspaceGateway::process_arp(const PacketRef& frame, const wire::ParsedFra
         gw_.drop_malformed.inc();
         return;
     }
-    const wire::EthernetRepr eth{
-        .dst = a.sha(), .src = cfg_.mac, .vlan = f.eth.vlan(), .ethertype = EtherType::arp};
-    const wire::ArpRepr arp{
-        .op = wire::ArpOp::reply, .sha = cfg_.mac, .spa = a.tpa(), .tha = a.sha(), .tpa = a.spa()};
+    auto r = build_arp(
+        wire::EthernetRepr{
+            .dst = a.sha(), .src = cfg_.mac, .vlan = f.eth.vlan(), .ethertype = EtherType::arp},
+        wire::ArpRepr{.op = wire::ArpOp::reply,
+                      .sha = cfg_.mac,
+                      .spa = a.tpa(),
+                      .tha = a.sha(),
+                      .tpa = a.spa()});
+    if (!r) return;
+    gw_.arp_replies.inc();
+    dispatch_reply(std::move(*r));
+}
+
+std::optional<PacketRef> UserspaceGateway::build_arp(const wire::EthernetRepr& eth,
+                                                     const wire::ArpRepr& arp) noexcept {
     // Ethernet minimum frame: 60 bytes without FCS; pad with zeros like the kernel does.
     const std::size_t len = std::max<std::size_t>(eth.header_len() + arp.buffer_len(), 60);
     auto r = pool_.try_alloc(len);
     if (!r) {
         gw_.drop_no_buffer.inc();
-        return;
+        return std::nullopt;
     }
     const MutByteView out = r->data();
     std::fill(out.begin(), out.end(), std::byte{0});
     const auto h = eth.emit(out);
     if (!h || !arp.emit(out.subspan(*h))) {
         gw_.drop_malformed.inc();  // cannot happen with our own fields; counted, not asserted
-        return;
+        return std::nullopt;
     }
-    gw_.arp_replies.inc();
-    dispatch_reply(std::move(*r));
+    return std::move(*r);
 }
 
 void UserspaceGateway::process_icmpv4(const wire::ParsedFrame& f) noexcept {

@@ -97,22 +97,16 @@ const UserspaceGateway::Neighbor* UserspaceGateway::neighbor(Ipv4Addr ip) const 
 void UserspaceGateway::send_arp_request(Ipv4Addr ip) noexcept {
     // RFC 826: a broadcast request from the gateway's own address. Untagged: a guest behind a
     // VLAN is found once it ARPs for the gateway itself.
-    const wire::EthernetRepr eth{.dst = MacAddr::broadcast(),
-                                 .src = cfg_.mac,
-                                 .vlan = std::nullopt,
-                                 .ethertype = EtherType::arp};
-    const wire::ArpRepr arp{
-        .op = wire::ArpOp::request, .sha = cfg_.mac, .spa = cfg_.gateway, .tha = {}, .tpa = ip};
-    const std::size_t len = std::max<std::size_t>(eth.header_len() + arp.buffer_len(), 60);
-    auto r = pool_.try_alloc(len);
-    if (!r) {
-        gw_.drop_no_buffer.inc();
-        return;
-    }
-    const MutByteView out = r->data();
-    std::fill(out.begin(), out.end(), std::byte{0});
-    const auto h = eth.emit(out);
-    if (!h || !arp.emit(out.subspan(*h))) return;
+    auto r = build_arp(wire::EthernetRepr{.dst = MacAddr::broadcast(),
+                                          .src = cfg_.mac,
+                                          .vlan = std::nullopt,
+                                          .ethertype = EtherType::arp},
+                       wire::ArpRepr{.op = wire::ArpOp::request,
+                                     .sha = cfg_.mac,
+                                     .spa = cfg_.gateway,
+                                     .tha = {},
+                                     .tpa = ip});
+    if (!r) return;
     gw_.arp_requests.inc();
     r->meta().vnet = virtio::NetHdr{};
     if (dispatch(*r)) flush();

@@ -435,6 +435,23 @@ struct TcpEngine::Impl {
 
     // ---- opening ------------------------------------------------------------------------
 
+    // What the guest's SYN (outbound) or SYN-ACK (inbound) says: its ISN, MSS (clamped to what
+    // our MTU allows), window scale and first window.
+    void take_guest_syn(Flow& f, const wire::TcpView& t) noexcept {
+        f.guest_isn = t.seq();
+        f.rcv_nxt = t.seq() + 1;
+        const wire::TcpOptions o = t.parse_options();
+        const std::uint32_t mtu_mss = std::min<std::uint32_t>(cfg.mtu, 65535) - 40;
+        f.mss = static_cast<std::uint16_t>(
+            std::clamp<std::uint32_t>(o.mss.value_or(kDefaultMss), 64, mtu_mss));
+        // RFC 7323 §2.2: scaling applies only when both SYNs carry the option.
+        f.ws_ok = o.window_scale.has_value();
+        f.snd_wscale = f.ws_ok ? *o.window_scale : 0;
+        f.rcv_wscale = f.ws_ok ? cfg.rcv_wscale : 0;
+        f.snd_wnd = t.window();  // RFC 7323 §2.2: the window of a SYN is never scaled
+        f.snd_wl1 = t.seq();
+    }
+
     void open_flow(const TcpSegmentIn& s, const FlowKey& key) noexcept {
         const wire::TcpView& t = s.tcp;
         if (!translatable(key.remote_ip, key.remote_port) || key.remote_port == 0 ||
@@ -478,18 +495,7 @@ struct TcpEngine::Impl {
         f.guest_mac = s.guest_mac;
         f.vlan = s.vlan;
         f.in_port = s.in_port;
-        f.guest_isn = t.seq();
-        f.rcv_nxt = t.seq() + 1;
-        const wire::TcpOptions o = t.parse_options();
-        const std::uint32_t mtu_mss = std::min<std::uint32_t>(cfg.mtu, 65535) - 40;
-        f.mss = static_cast<std::uint16_t>(
-            std::clamp<std::uint32_t>(o.mss.value_or(kDefaultMss), 64, mtu_mss));
-        // RFC 7323 §2.2: scaling applies only when both SYNs carry the option.
-        f.ws_ok = o.window_scale.has_value();
-        f.snd_wscale = f.ws_ok ? *o.window_scale : 0;
-        f.rcv_wscale = f.ws_ok ? cfg.rcv_wscale : 0;
-        f.snd_wnd = t.window();  // RFC 7323 §2.2: the SYN's window is never scaled
-        f.snd_wl1 = t.seq();
+        take_guest_syn(f, t);
         // RFC 9293 §3.4.1: unpredictable (a test may fix it, so crash inputs replay).
         f.snd_isn = TcpSeq{cfg.isn ? cfg.isn() : ::arc4random()};
         f.snd_una = f.snd_nxt = f.recover = f.snd_wl2 = f.snd_isn;
@@ -630,18 +636,7 @@ struct TcpEngine::Impl {
 
     // RFC 9293 §3.10.7.3 (SYN-SENT): the guest's SYN-ACK acknowledging our SYN.
     void establish_inbound(FlowId id, Flow& f, const wire::TcpView& t) noexcept {
-        f.guest_isn = t.seq();
-        f.rcv_nxt = t.seq() + 1;
-        const wire::TcpOptions o = t.parse_options();
-        const std::uint32_t mtu_mss = std::min<std::uint32_t>(cfg.mtu, 65535) - 40;
-        f.mss = static_cast<std::uint16_t>(
-            std::clamp<std::uint32_t>(o.mss.value_or(kDefaultMss), 64, mtu_mss));
-        // RFC 7323 §2.2: scaling applies only when both SYNs carry the option.
-        f.ws_ok = o.window_scale.has_value();
-        f.snd_wscale = f.ws_ok ? *o.window_scale : 0;
-        f.rcv_wscale = f.ws_ok ? cfg.rcv_wscale : 0;
-        f.snd_wnd = t.window();  // never scaled in a SYN
-        f.snd_wl1 = t.seq();
+        take_guest_syn(f, t);
         f.snd_wl2 = t.ack();
         f.rcv_adv = f.rcv_nxt;  // send_ack() below advertises the first window and moves it
         f.snd_una = t.ack();

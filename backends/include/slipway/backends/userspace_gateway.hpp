@@ -17,6 +17,8 @@
 #include "slipway/core/stats.hpp"
 #include "slipway/core/switch_port.hpp"
 #include "slipway/core/types.hpp"
+#include "slipway/core/wire/arp.hpp"
+#include "slipway/core/wire/ethernet.hpp"
 #include "slipway/core/wire/frame.hpp"
 #include "slipway/dhcp/server.hpp"
 #include "slipway/dns/forwarder.hpp"
@@ -153,6 +155,9 @@ class UserspaceGateway final : public SwitchPort,
   private:
     void process_frame(const PacketRef& frame) noexcept;
     void process_arp(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;
+    // An ARP frame padded to Ethernet's 60-byte minimum (counted drop when the pool is empty).
+    [[nodiscard]] std::optional<PacketRef> build_arp(const wire::EthernetRepr& eth,
+                                                     const wire::ArpRepr& arp) noexcept;
     void process_icmpv4(const wire::ParsedFrame& f) noexcept;
     void process_dhcp(const wire::ParsedFrame& f) noexcept;
     void process_dns(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;
