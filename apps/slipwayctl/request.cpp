@@ -1,7 +1,6 @@
 // slipwayctl's command -> HTTP request mapping and the `forward rm RULE` lookup (request.hpp).
 #include "slipwayctl/request.hpp"
 
-
 #include <array>
 #include <charconv>
 #include <cstring>
@@ -51,7 +50,6 @@ std::string lower(std::string_view s) {
 std::string body_of(const json& doc) {
     return doc.dump(-1, ' ', false, json::error_handler_t::replace);
 }
-
 
 // A forward id in a document: a JSON integer (signed or unsigned) in 1..4294967295.
 std::optional<std::uint32_t> id_of(const json& v) {
