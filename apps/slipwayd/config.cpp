@@ -659,7 +659,8 @@ ParseOutcome parse_command_line(int argc, const char* const* argv) {
         app.add_option("--attach", attach,
                        "Guest attachment, repeatable: netns:PATH[,ifname=NAME] (TAP in a network "
                        "namespace), qemu:PATH (QEMU -netdev stream socket), vfkit:PATH (vfkit/"
-                       "krunkit unixgram socket) (default: none)")
+                       "krunkit unixgram socket), vhost-user:PATH (vhost-user-net socket for "
+                       "QEMU/cloud-hypervisor) (default: none)")
             ->type_name("SPEC")
             ->allow_extra_args(false);
     auto* o_isolate = app.add_flag("--isolate", isolate,

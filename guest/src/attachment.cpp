@@ -4,7 +4,10 @@
 // -------------------
 // An attachment is the SwitchPort whose far side is a guest: a TAP device inside a network
 // namespace (netns_tap.cpp), a QEMU `-netdev stream` client on a unix stream socket
-// (qemu_stream.cpp), or a vfkit/krunkit/libkrun peer on a unix datagram socket (vfkit_dgram.cpp).
+// (qemu_stream.cpp), a vfkit/krunkit/libkrun peer on a unix datagram socket (vfkit_dgram.cpp), or
+// a vhost-user front end (QEMU, cloud-hypervisor) that shares the guest's memory and virtqueues
+// over a unix stream socket (vhost_user.cpp; the protocol in vhost_user_session.cpp, the queues'
+// data path in virtio_net.cpp).
 //
 // Threading. Everything runs on the network thread, inside the network's io_context: readiness
 // callbacks, the Switch and the attachment's egress all share that thread, so no attachment takes a
@@ -14,12 +17,14 @@
 //
 // Readiness. FdWatcher waits on the raw fd and the handler does the I/O itself, in bursts:
 // recvmmsg/sendmmsg for datagrams, read of a 256 KiB chunk for the stream, one read() per frame
-// for the TAP (the TAP hands out exactly one frame per read). Asio registers fds edge-triggered,
-// so a handler either reads until EAGAIN before waiting again, or — after a full burst, to let the
-// rest of the loop run — posts its own continuation instead of waiting (an edge that already
-// happened would never be reported again). Every handler captures the liveness token of the fd it
-// waited on (attachment_impl.hpp), because a cancelled or stale completion may run after the fd
-// was closed or the attachment destroyed.
+// for the TAP (the TAP hands out exactly one frame per read). The vhost-user socket carries only
+// control messages (read one whole message at a time, with the fds that come with it); its frames
+// move through the guest's virtqueues, whose kick eventfds the device watches on the same loop.
+// Asio registers fds edge-triggered, so a handler either reads until EAGAIN before waiting again,
+// or — after a full burst, to let the rest of the loop run — posts its own continuation instead of
+// waiting (an edge that already happened would never be reported again). Every handler captures
+// the liveness token of the fd it waited on (attachment_impl.hpp), because a cancelled or stale
+// completion may run after the fd was closed or the attachment destroyed.
 //
 // Ingress (guest -> switch). Frames land in PacketRefs from the pool: MTU-sized frames in the
 // small class, GSO super-frames and jumbo frames in the large class. The TAP reads into a large
@@ -45,7 +50,8 @@
 // What is counted (PortCounters):
 //   drop_wire       malformed wire input: bad stream length (the connection is closed), datagram
 //                   shorter than an Ethernet header or truncated, bad virtio-net header from the
-//                   TAP. Each also logs a rate-limited warning.
+//                   TAP, a malformed or forbidden vhost-user message (the connection is closed).
+//                   Each also logs a rate-limited warning.
 //   drop_ring_full  to_switch() was full on ingress.
 //   drop_no_buffer  the pool had no buffer for an ingress frame.
 //   drop_too_big    an egress frame larger than the far side can take.
@@ -53,8 +59,9 @@
 //                   left with frames queued) or lost to a write error.
 //   rx_*/tx_* are the switch's to count; the attachment does not double-count them.
 //
-// Specs (make_attachment): `netns:PATH[,ifname=NAME]`, `qemu:PATH`, `vfkit:PATH`. Parsing is
-// strict; every error is one line in `error` and Errc::invalid_argument.
+// Specs (make_attachment): `netns:PATH[,ifname=NAME]`, `qemu:PATH`, `vfkit:PATH`,
+// `vhost-user:PATH`. Parsing is strict; every error is one line in `error` and
+// Errc::invalid_argument.
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -96,7 +103,7 @@ Result<std::unique_ptr<Attachment>> make_attachment(std::string_view spec,
     const std::size_t colon = spec.find(':');
     if (colon == std::string_view::npos) {
         error = "attachment '" + std::string(spec) +
-                "': expected netns:PATH[,ifname=NAME], qemu:PATH or vfkit:PATH";
+                "': expected netns:PATH[,ifname=NAME], qemu:PATH, vfkit:PATH or vhost-user:PATH";
         return fail(Errc::invalid_argument);
     }
     const std::string_view scheme = spec.substr(0, colon);
@@ -147,15 +154,17 @@ Result<std::unique_ptr<Attachment>> make_attachment(std::string_view spec,
         }
         return detail::make_netns_tap(ctx, std::string(spec), std::string(path), std::move(ifname));
     }
-    if (scheme == "qemu" || scheme == "vfkit") {
+    if (scheme == "qemu" || scheme == "vfkit" || scheme == "vhost-user") {
         // The whole rest is the path: a socket path may legitimately contain ',' or '='.
         if (!check_unix_path(rest, spec, error)) return fail(Errc::invalid_argument);
         if (scheme == "qemu")
             return detail::make_qemu_stream(ctx, std::string(spec), std::string(rest));
+        if (scheme == "vhost-user")
+            return detail::make_vhost_user(ctx, std::string(spec), std::string(rest));
         return detail::make_vfkit_dgram(ctx, std::string(spec), std::string(rest));
     }
     error = "attachment '" + std::string(spec) + "': unknown kind '" + std::string(scheme) +
-            "' (netns, qemu or vfkit)";
+            "' (netns, qemu, vfkit or vhost-user)";
     return fail(Errc::invalid_argument);
 }
 

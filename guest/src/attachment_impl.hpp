@@ -98,5 +98,7 @@ std::unique_ptr<Attachment> make_qemu_stream(const AttachmentContext& ctx, std::
                                              std::string path);
 std::unique_ptr<Attachment> make_vfkit_dgram(const AttachmentContext& ctx, std::string spec,
                                              std::string path);
+std::unique_ptr<Attachment> make_vhost_user(const AttachmentContext& ctx, std::string spec,
+                                            std::string path);
 
 }  // namespace slipway::guest::detail

@@ -1,5 +1,5 @@
-// Attachment: one guest connection point (netns TAP, QEMU stream socket, vfkit unixgram socket),
-// each a SwitchPort whose far side is a guest.
+// Attachment: one guest connection point (netns TAP, QEMU stream socket, vfkit unixgram socket,
+// vhost-user socket), each a SwitchPort whose far side is a guest.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +12,7 @@
 #include "slipway/core/result.hpp"
 #include "slipway/core/switch.hpp"
 #include "slipway/core/switch_port.hpp"
+#include "slipway/guest/virtio_net.hpp"
 
 namespace slipway::guest {
 
@@ -37,12 +38,18 @@ class Attachment : public SwitchPort {
     [[nodiscard]] virtual const std::string& spec() const noexcept = 0;
     // "listening", "connected", "up", "stopped": for status output.
     [[nodiscard]] virtual std::string state() const = 0;
+    // The virtio-net device's counters, for attachments that run one (vhost-user); else null.
+    [[nodiscard]] virtual const VirtioNetCounters* virtio_counters() const noexcept {
+        return nullptr;
+    }
 };
 
 // Parses SPEC and builds the attachment (not started):
 //   netns:PATH[,ifname=NAME]   TAP device NAME (default eth0) in the network namespace at PATH
 //   qemu:PATH                  unix stream server, QEMU -netdev stream framing
 //   vfkit:PATH                 unix datagram server, vfkit/krunkit/libkrun framing
+//   vhost-user:PATH            vhost-user-net back end (unix stream server) for QEMU,
+//                              cloud-hypervisor and other vhost-user front ends
 // Errc::invalid_argument with `error` saying what is wrong with the spec.
 Result<std::unique_ptr<Attachment>> make_attachment(std::string_view spec,
                                                     const AttachmentContext& ctx,
