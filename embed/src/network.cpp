@@ -10,8 +10,18 @@
 // In-process ports are the exception by design: their far side is a VMM thread that shares only
 // the two SPSC rings and an eventfd with the network thread. stop() may come from any thread; it
 // posts the shutdown to the loop, which closes every attachment and lets run() return.
+//
+// Virtio ports (attach_virtio) are the in-process form of vhost-user: the VMM's guest memory,
+// feature bits and one RX/TX virtqueue pair go straight to a guest::VirtioNetDevice, which runs
+// on the network thread like any attachment (kicks are eventfds watched by the loop). Everything
+// the VMM passes is checked here first, so a bad argument is one clear line and not a queue that
+// later turns out broken; the device checks the rings again when it starts them. detach() takes an
+// in-process or virtio port out of the switch, stops its queues and frees it, which is how a VMM
+// resets its device. On shutdown every virtio queue stops, so slipway no longer reads guest
+// memory once run() has returned.
 #include "slipway/embed/network.hpp"
 
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -22,6 +32,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -34,6 +45,7 @@
 #include "slipway/dhcp/server.hpp"
 #include "slipway/dns/forwarder.hpp"
 #include "slipway/guest/attachment.hpp"
+#include "slipway/guest/virtio_net.hpp"
 #include "slipway/portfwd/forwarder.hpp"
 
 namespace slipway {
@@ -124,6 +136,89 @@ class InProcessPortImpl final : public InProcessPort {
     FdWatcher watch_;
 };
 
+// An in-process virtio-net device: the switch port that owns the device and the guest memory
+// table its queues read (guest physical addresses only, so user_addr = guest_addr).
+class VirtioPortImpl final : public VirtioPort {
+  public:
+    VirtioPortImpl(IoContext& io, PacketPool& pool, std::string name, std::uint32_t mtu)
+        : VirtioPort(name, PortKind::guest, PortCaps{}), dev_(io, pool, *this, name, mtu) {}
+    ~VirtioPortImpl() override { dev_.stop_all(); }
+
+    void on_frames_from_switch() noexcept override { dev_.on_egress(); }
+    [[nodiscard]] std::uint64_t features() const noexcept override { return dev_.features(); }
+    [[nodiscard]] bool broken() const noexcept override { return dev_.broken(); }
+
+    virtio::GuestMemory& memory() noexcept { return mem_; }
+    guest::VirtioNetDevice& device() noexcept { return dev_; }
+    [[nodiscard]] const guest::VirtioNetDevice& device() const noexcept { return dev_; }
+
+  private:
+    virtio::GuestMemory mem_;  // before the device, which points at it
+    guest::VirtioNetDevice dev_;
+};
+
+std::string hex(std::uint64_t v) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+// A duplicate of the caller's fd (close-on-exec), so the caller keeps and closes its own.
+UniqueFd dup_fd(int fd) {
+    return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+}
+
+// Checks what a VMM passed to attach_virtio before anything is built, so that each mistake is one
+// line naming the port, the region or queue, and the problem.
+Result<void> check_virtio_options(const VirtioAttachOptions& o, const virtio::GuestMemory& mem,
+                                  std::string& error) {
+    const std::string who = "virtio port " + o.name + ": ";
+    const std::uint64_t extra = o.features & ~guest::kOfferedFeatures;
+    if (extra != 0) {
+        error = who + "features " + hex(o.features) + " include bits slipway does not offer (" +
+                hex(extra) + "; offered: " + hex(guest::kOfferedFeatures) + ")";
+        return fail(Errc::invalid_argument);
+    }
+    static constexpr const char* kQueueName[2] = {"rx queue (0)", "tx queue (1)"};
+    for (std::size_t q = 0; q < o.queues.size(); ++q) {
+        const VirtioQueueOptions& vq = o.queues[q];
+        const std::string qwho = who + kQueueName[q] + ": ";
+        // virtio 1.2 §2.7: Queue Size is a power of 2, at most 32768.
+        if (vq.size == 0 || vq.size > virtio::kMaxQueueSize || (vq.size & (vq.size - 1)) != 0) {
+            error =
+                qwho + "size " + std::to_string(vq.size) + " is not a power of two from 1 to 32768";
+            return fail(Errc::invalid_argument);
+        }
+        // §2.7 alignment: descriptor table 16, available ring 2, used ring 4 bytes.
+        struct Ring {
+            const char* what;
+            std::uint64_t addr, bytes, align;
+        };
+        const Ring rings[3] = {
+            {"descriptor table", vq.desc, virtio::desc_table_bytes(vq.size), 16},
+            {"available ring", vq.avail, virtio::avail_ring_bytes(vq.size), 2},
+            {"used ring", vq.used, virtio::used_ring_bytes(vq.size), 4},
+        };
+        for (const Ring& r : rings) {
+            if (r.addr % r.align != 0) {
+                error = qwho + r.what + " at " + hex(r.addr) + " is not " +
+                        std::to_string(r.align) + "-byte aligned";
+                return fail(Errc::invalid_argument);
+            }
+            if (mem.translate(r.addr, r.bytes) == nullptr) {
+                error = qwho + r.what + " [" + hex(r.addr) + ", +" + std::to_string(r.bytes) +
+                        " bytes) is not inside one guest memory region";
+                return fail(Errc::invalid_argument);
+            }
+        }
+        if (vq.kick_fd < 0) {
+            error = qwho + "a kick eventfd is required (got " + std::to_string(vq.kick_fd) + ")";
+            return fail(Errc::invalid_argument);
+        }
+    }
+    return {};
+}
+
 // --icmp: what was asked for, checked against what this host allows (DESIGN §2: auto takes ping
 // sockets, then a raw socket, then gateway-only answers, and says which).
 Result<nat::IcmpMode> choose_icmp_mode(std::string_view asked, std::string& error) {
@@ -213,6 +308,7 @@ struct Network::Impl {
     std::unique_ptr<dns::Forwarder> dns;  // after the gateway, its reply sink (destroyed first)
     std::vector<std::unique_ptr<guest::Attachment>> attachments;
     std::vector<std::unique_ptr<InProcessPortImpl>> inproc;
+    std::vector<std::unique_ptr<VirtioPortImpl>> virtio_ports;
     std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
     bool stopped = false;
     // Guest TCP to the gateway's ports (serve_on_gateway): port -> the service's stream opener.
@@ -226,8 +322,11 @@ struct Network::Impl {
         for (auto& a : attachments)
             a->stop();
         pcap_flush.reset();
+        for (auto& v : virtio_ports)
+            v->device().stop_all();
         sw.reset();
         inproc.clear();
+        virtio_ports.clear();
         attachments.clear();
         dns.reset();
         gateway.reset();
@@ -252,6 +351,9 @@ struct Network::Impl {
             a->stop();
             sw->remove_port(*a);
         }
+        // The VMM may unmap its memory once the network is down: no queue reads it after this.
+        for (auto& v : virtio_ports)
+            v->device().stop_all();
         if (pcap_flush) pcap_flush->cancel();
         if (pcap) pcap->flush();
         work.reset();
@@ -551,6 +653,119 @@ Result<InProcessPort*> Network::attach_in_process(std::string name, PortCaps cap
     return m.inproc.back().get();
 }
 
+Result<VirtioPort*> Network::attach_virtio(const VirtioAttachOptions& opts, std::string& error) {
+    Impl& m = *impl_;
+    if (opts.name.empty()) {
+        error = "virtio port: a name is required";
+        return fail(Errc::invalid_argument);
+    }
+    const std::string who = "virtio port " + opts.name + ": ";
+    if (opts.regions.empty()) {
+        error = who + "no guest memory regions";
+        return fail(Errc::invalid_argument);
+    }
+    if (opts.regions.size() > virtio::GuestMemory::kMaxRegions) {
+        error = who + std::to_string(opts.regions.size()) + " memory regions, at most " +
+                std::to_string(virtio::GuestMemory::kMaxRegions);
+        return fail(Errc::invalid_argument);
+    }
+    auto port = std::make_unique<VirtioPortImpl>(m.io, *m.pool, opts.name, m.plan.mtu);
+    for (std::size_t i = 0; i < opts.regions.size(); ++i) {
+        const VirtioMemRegion& r = opts.regions[i];
+        const std::string rwho = who + "region " + std::to_string(i) + " (guest " +
+                                 hex(r.guest_addr) + ", " + std::to_string(r.size) + " bytes): ";
+        if (r.host == nullptr || r.size == 0) {
+            error = rwho + (r.host == nullptr ? "no host mapping (null pointer)" : "empty");
+            return fail(Errc::invalid_argument);
+        }
+        if (r.guest_addr + r.size < r.guest_addr ||
+            reinterpret_cast<std::uintptr_t>(r.host) + r.size <
+                reinterpret_cast<std::uintptr_t>(r.host)) {
+            error = rwho + "the range wraps around the address space";
+            return fail(Errc::invalid_argument);
+        }
+        const virtio::MemRegion mr{.guest_addr = r.guest_addr,
+                                   .size = r.size,
+                                   .user_addr = r.guest_addr,
+                                   .host = static_cast<std::byte*>(r.host)};
+        if (!port->memory().add(mr)) {
+            error = rwho + "overlaps an earlier region";
+            return fail(Errc::invalid_argument);
+        }
+    }
+    if (auto ok = check_virtio_options(opts, port->memory(), error); !ok) return fail(ok.error());
+    guest::VirtioNetDevice& dev = port->device();
+    dev.set_memory(&port->memory());
+    if (!dev.set_features(opts.features)) {
+        error = who + "the device refused features " + hex(opts.features);
+        return fail(Errc::invalid_argument);
+    }
+    static constexpr unsigned kQueue[2] = {guest::VirtioNetDevice::kRxQueue,
+                                           guest::VirtioNetDevice::kTxQueue};
+    for (std::size_t q = 0; q < opts.queues.size(); ++q) {
+        const VirtioQueueOptions& vq = opts.queues[q];
+        guest::VirtqueueSetup setup;
+        setup.size = vq.size;
+        setup.desc = vq.desc;
+        setup.avail = vq.avail;
+        setup.used = vq.used;
+        setup.user_addrs = false;  // guest physical: the VMM's own view of its guest
+        setup.last_avail = vq.last_avail;
+        // A bad fd is the caller's mistake; running out of fds is the host's.
+        const auto dup_failed = [&](const char* what, int fd) {
+            const int e = errno;
+            error = who + what + " fd " + std::to_string(fd) + ": " + std::strerror(e);
+            dev.stop_all();
+            return fail(e == EBADF ? Errc::invalid_argument : Errc::io_error);
+        };
+        setup.kick = dup_fd(vq.kick_fd);
+        if (!setup.kick.valid()) return dup_failed("kick", vq.kick_fd);
+        if (vq.call_fd >= 0) {
+            setup.call = dup_fd(vq.call_fd);
+            if (!setup.call.valid()) return dup_failed("call", vq.call_fd);
+        }
+        std::string why;
+        if (auto ok = dev.start_queue(kQueue[q], std::move(setup), why); !ok) {
+            error =
+                who + (q == VirtioAttachOptions::kRx ? "rx queue (0): " : "tx queue (1): ") + why;
+            dev.stop_all();
+            return fail(ok.error());
+        }
+    }
+    m.sw->add_port(*port);
+    SLW_INFO("attached virtio port {} (features {})", port->name(), hex(opts.features));
+    m.virtio_ports.push_back(std::move(port));
+    return m.virtio_ports.back().get();
+}
+
+Result<void> Network::detach(const SwitchPort* port) {
+    Impl& m = *impl_;
+    const auto same = [port](const auto& p) { return p.get() == port; };
+    if (auto it = std::find_if(m.virtio_ports.begin(), m.virtio_ports.end(), same);
+        it != m.virtio_ports.end()) {
+        // Out of the switch first, so no frame is handed to a device whose queues are stopping.
+        m.sw->remove_port(**it);
+        (*it)->device().stop_all();
+        SLW_INFO("detached virtio port {}", (*it)->name());
+        m.virtio_ports.erase(it);
+        return {};
+    }
+    if (auto it = std::find_if(m.inproc.begin(), m.inproc.end(), same); it != m.inproc.end()) {
+        m.sw->remove_port(**it);
+        m.inproc.erase(it);
+        return {};
+    }
+    return fail(Errc::not_found);
+}
+
+PacketPool& Network::pool() noexcept {
+    return *impl_->pool;
+}
+
+std::uint64_t virtio_offered_features() noexcept {
+    return guest::kOfferedFeatures;
+}
+
 void Network::run() {
     impl_->io.run();
 }
@@ -594,6 +809,8 @@ NetworkStatus Network::status() const {
         s.ports.push_back({a->name(), "guest", a->spec(), a->state(), {}});
     for (const auto& p : m.inproc)
         s.ports.push_back({p->name(), "guest", "", "in-process", {}});
+    for (const auto& v : m.virtio_ports)
+        s.ports.push_back({v->name(), "guest", "", v->broken() ? "broken" : "virtio", {}});
     return s;
 }
 
@@ -607,10 +824,20 @@ NetworkStats Network::stats() const {
                          collect(p.counters())};
     };
     st.ports.push_back(port_stats(*m.gateway, "gateway", "", "up"));
-    for (const auto& a : m.attachments)
+    for (const auto& a : m.attachments) {
         st.ports.push_back(port_stats(*a, "guest", a->spec(), a->state()));
+        if (const guest::VirtioNetCounters* vc = a->virtio_counters()) {
+            auto d = collect(*vc);
+            st.ports.back().counters.insert(st.ports.back().counters.end(), d.begin(), d.end());
+        }
+    }
     for (const auto& p : m.inproc)
         st.ports.push_back(port_stats(*p, "guest", "", "in-process"));
+    for (const auto& v : m.virtio_ports) {
+        st.ports.push_back(port_stats(*v, "guest", "", v->broken() ? "broken" : "virtio"));
+        auto d = collect(v->device().counters());
+        st.ports.back().counters.insert(st.ports.back().counters.end(), d.begin(), d.end());
+    }
     st.gateway_counters = collect(m.gateway->gateway_counters());
     if (m.dhcp) {
         auto d = collect(m.dhcp->counters());

@@ -1,11 +1,17 @@
-// slipway::Network: option validation, and an in-process port driven from a second thread (the
-// VMM's) that gets ARP and ICMP answers from the gateway through the switch.
+// slipway::Network: option validation, an in-process port driven from a second thread (the
+// VMM's) that gets ARP and ICMP answers from the gateway through the switch, and the argument
+// checks of attach_virtio() and detach() (the virtqueue data path is tested in guest/).
 #include "slipway/embed/network.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <cstring>
+#include <future>
 #include <thread>
 #include <vector>
 
@@ -156,6 +162,200 @@ TEST(Network, InProcessPortGetsAnswersAcrossThreads) {
     for (const auto& c : st.gateway_counters)
         if (c.name == "arp_replies" || c.name == "icmp_echo_replies") replies += c.value;
     EXPECT_EQ(replies, 2u);
+}
+
+// Guest memory and a well-formed queue pair for attach_virtio(): 64 KiB at guest physical
+// 0x100000, the RX rings in its first 12 KiB and the TX rings in the next 12 KiB.
+struct VirtioFixture {
+    static constexpr std::uint64_t kBase = 0x100000;
+    static constexpr std::size_t kSize = 64 * 1024;
+    alignas(4096) std::array<std::byte, kSize> ram{};
+    int kick[2] = {::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC),
+                   ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
+    int call[2] = {::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC),
+                   ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
+
+    ~VirtioFixture() {
+        for (int fd : {kick[0], kick[1], call[0], call[1]})
+            if (fd >= 0) ::close(fd);
+    }
+    VirtioAttachOptions options() {
+        VirtioAttachOptions o;
+        o.name = "vm-virtio";
+        o.regions.push_back({ram.data(), kBase, kSize});
+        o.features = virtio_offered_features();
+        for (std::size_t q = 0; q < 2; ++q) {
+            const std::uint64_t at = kBase + q * 12 * 1024;
+            o.queues[q] = {.size = 256,
+                           .desc = at,
+                           .avail = at + 4096,
+                           .used = at + 8192,
+                           .kick_fd = kick[q],
+                           .call_fd = call[q],
+                           .last_avail = 0};
+        }
+        return o;
+    }
+};
+
+bool fd_open(int fd) {
+    return ::fcntl(fd, F_GETFD) != -1;
+}
+
+TEST(Network, AttachVirtioRejectsBadArgumentsWithOneLine) {
+    std::string err;
+    auto net = Network::create(NetworkOptions{}, err);
+    ASSERT_TRUE(net) << err;
+    VirtioFixture fx;
+    ASSERT_GE(fx.kick[0], 0);
+    auto bad = [&](const VirtioAttachOptions& o, const char* needle) {
+        std::string e;
+        auto p = (*net)->attach_virtio(o, e);
+        EXPECT_FALSE(p) << needle;
+        if (!p) {
+            EXPECT_EQ(p.error(), Errc::invalid_argument) << e;
+        }
+        EXPECT_NE(e.find(needle), std::string::npos) << e;
+        EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+    };
+    VirtioAttachOptions o = fx.options();
+    o.name.clear();
+    bad(o, "name");
+    o = fx.options();
+    o.regions.clear();
+    bad(o, "no guest memory regions");
+    o = fx.options();
+    o.regions[0].host = nullptr;
+    bad(o, "null");
+    o = fx.options();
+    o.regions[0].size = 0;
+    bad(o, "empty");
+    o = fx.options();
+    o.regions[0].guest_addr = ~std::uint64_t{0} - 100;
+    bad(o, "wraps");
+    o = fx.options();
+    o.regions.push_back({fx.ram.data(), VirtioFixture::kBase + 4096, 4096});  // inside region 0
+    bad(o, "overlaps");
+    o = fx.options();
+    o.regions.assign(9, VirtioMemRegion{fx.ram.data(), 0, 16});
+    bad(o, "at most 8");
+    // A descriptor table that runs past the end of guest memory.
+    o = fx.options();
+    o.queues[VirtioAttachOptions::kTx].desc = VirtioFixture::kBase + VirtioFixture::kSize - 16;
+    bad(o, "descriptor table");
+    // A used ring in no region at all.
+    o = fx.options();
+    o.queues[VirtioAttachOptions::kRx].used = 0x1000;
+    bad(o, "used ring");
+    o = fx.options();
+    o.queues[VirtioAttachOptions::kRx].avail += 1;
+    bad(o, "aligned");
+    o = fx.options();
+    o.queues[VirtioAttachOptions::kRx].size = 100;
+    bad(o, "power of two");
+    o = fx.options();
+    o.queues[VirtioAttachOptions::kRx].size = 65536;
+    bad(o, "power of two");
+    o = fx.options();
+    o.features |= std::uint64_t{1} << 17;  // VIRTIO_NET_F_CTRL_VQ: not offered
+    bad(o, "does not offer");
+    o = fx.options();
+    o.queues[VirtioAttachOptions::kTx].kick_fd = -1;
+    bad(o, "kick");
+    // An fd number that is not open: the dup fails with EBADF, the caller's mistake.
+    o = fx.options();
+    o.queues[VirtioAttachOptions::kTx].kick_fd = 100000;
+    bad(o, "kick fd 100000");
+    // Nothing was added to the network by any of these.
+    EXPECT_EQ((*net)->status().ports.size(), 1u);  // the gateway
+}
+
+TEST(Network, AttachVirtioThenDetach) {
+    std::string err;
+    auto net = Network::create(NetworkOptions{}, err);
+    ASSERT_TRUE(net) << err;
+    VirtioFixture fx;
+    auto port = (*net)->attach_virtio(fx.options(), err);
+    ASSERT_TRUE(port) << err;
+    EXPECT_EQ((*port)->name(), "vm-virtio");
+    EXPECT_EQ((*port)->features(), virtio_offered_features());
+    EXPECT_FALSE((*port)->broken());
+    // The device's counters are the port's, beside the switch port's own.
+    const NetworkStats st = (*net)->stats();
+    bool found = false;
+    for (const PortStats& p : st.ports) {
+        if (p.name != "vm-virtio") continue;
+        found = true;
+        EXPECT_EQ(p.state, "virtio");
+        bool kicks = false, rx = false;
+        for (const CounterValue& c : p.counters) {
+            kicks |= c.name == "virtio_kicks";
+            rx |= c.name == "rx_frames";
+        }
+        EXPECT_TRUE(kicks && rx);
+    }
+    EXPECT_TRUE(found);
+
+    // A second device over the same memory under another name (a VMM with two NICs).
+    VirtioAttachOptions o2 = fx.options();
+    o2.name = "vm-virtio-2";
+    for (std::size_t q = 0; q < 2; ++q)
+        o2.queues[q].desc = o2.queues[q].avail = o2.queues[q].used = 0;
+    for (std::size_t q = 0; q < 2; ++q) {
+        const std::uint64_t at = VirtioFixture::kBase + 24 * 1024 + q * 12 * 1024;
+        o2.queues[q].desc = at;
+        o2.queues[q].avail = at + 4096;
+        o2.queues[q].used = at + 8192;
+    }
+    auto port2 = (*net)->attach_virtio(o2, err);
+    ASSERT_TRUE(port2) << err;
+    EXPECT_EQ((*net)->status().ports.size(), 3u);
+
+    // Detach: the port goes, the caller's fds stay open (attach_virtio used duplicates).
+    EXPECT_TRUE((*net)->detach(*port));
+    EXPECT_EQ((*net)->detach(*port).error(), Errc::not_found);
+    for (int fd : {fx.kick[0], fx.kick[1], fx.call[0], fx.call[1]})
+        EXPECT_TRUE(fd_open(fd)) << fd;
+    EXPECT_EQ((*net)->status().ports.size(), 2u);
+    // The VMM resets its device: the same queues attach again.
+    auto again = (*net)->attach_virtio(fx.options(), err);
+    ASSERT_TRUE(again) << err;
+    EXPECT_TRUE((*net)->detach(*again));
+    EXPECT_TRUE((*net)->detach(*port2));
+
+    // In-process frame ports detach the same way; foreign pointers are refused.
+    auto frame = (*net)->attach_in_process("vmm", PortCaps{}, err);
+    ASSERT_TRUE(frame) << err;
+    EXPECT_TRUE((*net)->detach(*frame));
+    EXPECT_EQ((*net)->detach(nullptr).error(), Errc::not_found);
+    EXPECT_EQ((*net)->status().ports.size(), 1u);
+}
+
+TEST(Network, VirtioPortDetachedWhileTheNetworkRuns) {
+    std::string err;
+    auto net = Network::create(NetworkOptions{}, err);
+    ASSERT_TRUE(net) << err;
+    VirtioFixture fx;
+    std::thread loop([&] { (*net)->run(); });
+    // On the network thread, as the API asks while it runs.
+    std::promise<bool> done;
+    (*net)->post([&] {
+        std::string e;
+        auto p = (*net)->attach_virtio(fx.options(), e);
+        bool ok = p.has_value();
+        // A kick with no buffers posted is taken and counted, and changes nothing else.
+        const std::uint64_t one = 1;
+        if (ok) ok = ::write(fx.kick[VirtioAttachOptions::kTx], &one, sizeof one) == sizeof one;
+        (*net)->post([&, port = ok ? *p : nullptr] {
+            done.set_value(port != nullptr && (*net)->detach(port).has_value());
+        });
+    });
+    auto f = done.get_future();
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    EXPECT_TRUE(f.get());
+    (*net)->stop();
+    loop.join();
+    EXPECT_EQ((*net)->status().ports.size(), 1u);
 }
 
 }  // namespace

@@ -7,7 +7,9 @@
 // with post(), as the HTTP API does) or while the network is not running.
 #pragma once
 
+#include <array>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -190,6 +192,54 @@ class InProcessPort : public SwitchPort {
     std::function<void()> on_frames_for_vmm;
 };
 
+// A virtio-net device whose driver side is the embedding VMM's guest (issue 8): the VMM hands
+// slipway its guest memory, the negotiated features and one RX/TX virtqueue pair, and slipway
+// runs the device data path (guest/virtio_net.hpp) on the network thread, as it does for
+// vhost-user, without a socket.
+class VirtioPort : public SwitchPort {
+  public:
+    using SwitchPort::SwitchPort;
+    // The feature bits the port runs with (as given to attach_virtio).
+    [[nodiscard]] virtual std::uint64_t features() const noexcept = 0;
+    // True once the device marked a queue broken (a hostile or buggy driver): the VMM should
+    // reset its device (detach, then attach_virtio again).
+    [[nodiscard]] virtual bool broken() const noexcept = 0;
+};
+
+// One region of guest memory, mapped into this process by the VMM.
+struct VirtioMemRegion {
+    void* host = nullptr;          // where the region is mapped here
+    std::uint64_t guest_addr = 0;  // guest physical address of its first byte
+    std::uint64_t size = 0;        // bytes
+};
+
+// One virtqueue as the driver set it up (virtio 1.2 §2.7). Ring addresses are guest physical.
+struct VirtioQueueOptions {
+    std::uint32_t size = 0;  // entries: a power of two, 1..32768
+    std::uint64_t desc = 0, avail = 0, used = 0;
+    // The queue's notification eventfd (the VMM writes it when the driver kicks). Required.
+    // attach_virtio() dup()s it: the caller keeps (and closes) its own.
+    int kick_fd = -1;
+    // The interrupt eventfd slipway writes when the driver wants an interrupt; -1 for none
+    // (a polling driver). Also dup()ed.
+    int call_fd = -1;
+    std::uint16_t last_avail = 0;  // where the device resumes (0 for a freshly set-up queue)
+};
+
+struct VirtioAttachOptions {
+    static constexpr std::size_t kRx = 0;  // receiveq1 (virtio 1.2 §5.1.2)
+    static constexpr std::size_t kTx = 1;  // transmitq1
+
+    std::string name;                      // the port's name in status and stats (not empty)
+    std::vector<VirtioMemRegion> regions;  // 1..8 regions, not overlapping in guest addresses
+    std::uint64_t features = 0;  // negotiated with the driver: a subset of the offered bits
+    std::array<VirtioQueueOptions, 2> queues{};  // [kRx], [kTx]
+};
+
+// What slipway offers a virtio-net driver (guest::kOfferedFeatures): a VMM offers its guest at
+// most these bits and passes the negotiated subset to attach_virtio().
+[[nodiscard]] std::uint64_t virtio_offered_features() noexcept;
+
 class Network {
   public:
     // Validates the options (subnet, addresses inside it, MTU range, pcap file writable).
@@ -204,6 +254,20 @@ class Network {
     // Adds an in-process port (caps as the VMM negotiated with its guest). Call before run() or
     // on the network thread. Errc::io_error (with `error` set) if no eventfd could be made.
     Result<InProcessPort*> attach_in_process(std::string name, PortCaps caps, std::string& error);
+    // Adds a virtio-net device over the VMM's virtqueue pair and starts both queues: the same data
+    // path as a vhost-user guest. Call before run() or on the network thread. The VMM keeps the
+    // regions mapped and unchanged until detach(). Errc::invalid_argument (with `error` one line
+    // naming the port and what is wrong: a region empty, unmapped, wrapping or overlapping; a
+    // ring outside guest memory or misaligned; a queue size not a power of two; feature bits
+    // slipway does not offer; a bad kick fd), Errc::io_error when the fds cannot be dup()ed or
+    // watched.
+    Result<VirtioPort*> attach_virtio(const VirtioAttachOptions& opts, std::string& error);
+    // Removes an in-process or virtio port (from attach_in_process or attach_virtio): out of the
+    // switch, queues stopped (slipway no longer touches guest memory or the fds once it returns),
+    // frames still queued for it dropped, the port freed. A VMM resetting its device detaches and
+    // attaches again. Call before run() or on the network thread. Errc::not_found if `port` is not
+    // one of this network's in-process or virtio ports.
+    Result<void> detach(const SwitchPort* port);
 
     // Runs the network on the calling thread until stop().
     void run();
@@ -243,6 +307,10 @@ class Network {
     // serves, e.g. the HTTP API for --guest-api), or -errno to refuse it (RST). Set before run()
     // or on the network thread.
     void serve_on_gateway(std::uint16_t port, std::function<int(Ipv4Addr guest)> open);
+
+    // The network's packet pool: an in-process port's VMM thread allocates the frames it pushes
+    // into to_switch() here (allocation and release are thread-safe, DESIGN §1).
+    [[nodiscard]] PacketPool& pool() noexcept;
 
     [[nodiscard]] const NetworkPlan& plan() const noexcept;
     [[nodiscard]] NetworkStatus status() const;
