@@ -1,7 +1,8 @@
 # Unit tests for embed/ (slipway::Network and the C ABI in libslipway.so).
 # Label `stress` too: the in-process port test has a VMM thread and the network thread meeting
 # through the port's rings, so the tsan preset runs it beside the ring and pool stress tests.
-slipway_unit_test(test_embed embed/network_test.cpp LIBS slipway::embed LABELS unit stress)
+slipway_unit_test(test_embed embed/network_test.cpp LIBS slipway::embed slipway::test_virtio
+                  LABELS unit stress)
 target_include_directories(test_embed PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 
 # The C ABI from a plain C99 program linked against libslipway.so (C is enabled for it alone).
