@@ -23,6 +23,7 @@
 #include "attachment_impl.hpp"
 #include "slipway/core/bytes.hpp"
 #include "slipway/core/log.hpp"
+#include "stream_listener.hpp"
 
 namespace slipway::guest::detail {
 namespace {
@@ -30,7 +31,6 @@ namespace {
 constexpr std::size_t kRxBufSize = 256 * 1024;  // many frames per read(), always > one max frame
 constexpr int kReadsPerEvent = 4;               // then yield to the loop with a posted continuation
 constexpr int kBurstsPerFlush = 8;              // egress bursts per call before yielding likewise
-constexpr int kAcceptsPerEvent = 16;
 constexpr std::size_t kPrefix = 4;
 
 class QemuStream final : public Attachment {
@@ -39,21 +39,20 @@ class QemuStream final : public Attachment {
         : Attachment(spec, PortKind::guest, PortCaps{false, false, ctx.mtu + 14}),
           ctx_(ctx),
           spec_(std::move(spec)),
-          path_(std::move(path)) {}
+          listener_(ctx.io, spec_, std::move(path), "QEMU stream client") {}
     ~QemuStream() override { stop(); }
 
     Result<void> start(std::string& error) override;
     void stop() noexcept override;
     [[nodiscard]] const std::string& spec() const noexcept override { return spec_; }
     [[nodiscard]] std::string state() const override {
-        if (!listen_fd_.valid()) return "stopped";
+        if (!listener_.listening()) return "stopped";
         return client_fd_.valid() ? "connected" : "listening";
     }
     void on_frames_from_switch() noexcept override { flush_tx(); }
 
   private:
-    void arm_accept() noexcept;
-    void on_acceptable() noexcept;
+    void on_client(UniqueFd fd, std::unique_ptr<FdWatcher> w) noexcept;
     void arm_read() noexcept;
     void on_readable() noexcept;
     // Parses complete frames out of rx_buf_; false if the connection was closed meanwhile.
@@ -69,12 +68,7 @@ class QemuStream final : public Attachment {
 
     AttachmentContext ctx_;
     std::string spec_;
-    std::string path_;
-    bool created_socket_ = false;
-
-    UniqueFd listen_fd_;
-    std::unique_ptr<FdWatcher> listen_w_;
-    AliveToken listen_tok_;
+    StreamListener listener_;
 
     UniqueFd client_fd_;
     std::unique_ptr<FdWatcher> client_w_;
@@ -97,86 +91,34 @@ class QemuStream final : public Attachment {
 };
 
 Result<void> QemuStream::start(std::string& error) {
-    if (listen_fd_.valid()) return {};
-    auto bound = bind_unix_socket(path_, SOCK_STREAM, path_, error);
-    if (!bound) return fail(bound.error());
-    UniqueFd fd = std::move(*bound);
-    created_socket_ = true;
-    if (::listen(fd.get(), 8) != 0) {
-        error = path_ + ": listen: " + errno_text(errno);
-        ::unlink(path_.c_str());
-        created_socket_ = false;
-        return fail(Errc::io_error);
-    }
+    if (listener_.listening()) return {};
     if (!rx_buf_) rx_buf_ = std::make_unique_for_overwrite<std::byte[]>(kRxBufSize);
-    listen_fd_ = std::move(fd);
-    listen_w_ = std::make_unique<FdWatcher>(ctx_.io, listen_fd_.get());
-    listen_tok_ = new_token();
-    arm_accept();
-    SLW_INFO("{}: listening for a QEMU stream client", spec_);
-    return {};
+    return listener_.start(
+        error, [this] { return client_fd_.valid(); },
+        [this](UniqueFd fd, std::unique_ptr<FdWatcher> w) {
+            on_client(std::move(fd), std::move(w));
+        });
 }
 
 void QemuStream::stop() noexcept {
     if (client_fd_.valid()) close_client("attachment stopped", false, true);
-    kill_token(listen_tok_);
-    listen_w_.reset();
-    listen_fd_.reset();
-    if (created_socket_) {
-        ::unlink(path_.c_str());
-        created_socket_ = false;
-    }
+    listener_.stop();
     drop_egress();
     PacketRef f;
     while (to_switch().try_pop(f))
         f.reset();
 }
 
-void QemuStream::arm_accept() noexcept {
-    listen_w_->wait_readable([this, tok = listen_tok_](bool ok) {
-        if (!tok->alive || !ok) return;
-        on_acceptable();
-    });
-}
-
-void QemuStream::on_acceptable() noexcept {
-    const AliveToken tok = listen_tok_;
-    for (int i = 0; i < kAcceptsPerEvent; ++i) {
-        const int c = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (c < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                SLW_WARN_RATELIMITED("{}: accept: {}", spec_, errno_text(errno));
-            arm_accept();
-            return;
-        }
-        if (client_fd_.valid()) {
-            SLW_WARN_RATELIMITED("{}: a guest is already attached; closing the new connection",
-                                 spec_);
-            ::close(c);
-            continue;
-        }
-        boost::system::error_code ec;
-        client_w_ = FdWatcher::try_watch(ctx_.io, c, ec);
-        if (!client_w_) {
-            SLW_WARN_RATELIMITED("{}: cannot watch the new connection: {}", spec_, ec.message());
-            ::close(c);
-            continue;
-        }
-        client_fd_.reset(c);
-        client_tok_ = new_token();
-        rx_len_ = 0;
-        tx_broken_ = false;
-        write_armed_ = false;
-        SLW_INFO("{}: guest connected", spec_);
-        // Data may already be waiting (edge-triggered: no edge would report it), so read now.
-        on_readable();
-        if (!tok->alive) return;
-    }
-    // Still more connections pending: continue after the rest of the loop had its turn.
-    boost::asio::post(ctx_.io, [this, tok] {
-        if (tok->alive) on_acceptable();
-    });
+void QemuStream::on_client(UniqueFd fd, std::unique_ptr<FdWatcher> w) noexcept {
+    client_w_ = std::move(w);
+    client_fd_ = std::move(fd);
+    client_tok_ = new_token();
+    rx_len_ = 0;
+    tx_broken_ = false;
+    write_armed_ = false;
+    SLW_INFO("{}: guest connected", spec_);
+    // Data may already be waiting (edge-triggered: no edge would report it), so read now.
+    on_readable();
 }
 
 void QemuStream::arm_read() noexcept {

@@ -35,6 +35,7 @@
 #include "attachment_impl.hpp"
 #include "slipway/core/log.hpp"
 #include "slipway/guest/virtio_net.hpp"
+#include "stream_listener.hpp"
 
 namespace slipway::guest::detail {
 namespace {
@@ -42,7 +43,6 @@ namespace {
 namespace vu = vhost_user;
 
 constexpr int kReadsPerEvent = 64;  // control messages are small; then yield to the loop
-constexpr int kAcceptsPerEvent = 16;
 
 class VhostUser final : public Attachment {
   public:
@@ -50,7 +50,7 @@ class VhostUser final : public Attachment {
         : Attachment(spec, PortKind::guest, PortCaps{false, false, ctx.mtu + 14}),
           ctx_(ctx),
           spec_(std::move(spec)),
-          path_(std::move(path)),
+          listener_(ctx.io, spec_, std::move(path), "vhost-user front end"),
           device_(ctx.io, ctx.pool, *this, spec_, ctx.mtu),
           session_(device_, spec_, ctx.mtu) {}
     ~VhostUser() override { stop(); }
@@ -59,7 +59,7 @@ class VhostUser final : public Attachment {
     void stop() noexcept override;
     [[nodiscard]] const std::string& spec() const noexcept override { return spec_; }
     [[nodiscard]] std::string state() const override {
-        if (!listen_fd_.valid()) return "stopped";
+        if (!listener_.listening()) return "stopped";
         if (!client_fd_.valid()) return "listening";
         return session_.queues_up() ? "up" : "connected";
     }
@@ -74,8 +74,7 @@ class VhostUser final : public Attachment {
     }
 
   private:
-    void arm_accept() noexcept;
-    void on_acceptable() noexcept;
+    void on_client(UniqueFd fd, std::unique_ptr<FdWatcher> w) noexcept;
     void arm_read() noexcept;
     void on_readable() noexcept;
     // Adds the fds of one recvmsg() to the message being read; false (fds closed) when there
@@ -93,14 +92,9 @@ class VhostUser final : public Attachment {
 
     AttachmentContext ctx_;
     std::string spec_;
-    std::string path_;
-    bool created_socket_ = false;
+    StreamListener listener_;
     VirtioNetDevice device_;
     VhostUserSession session_;
-
-    UniqueFd listen_fd_;
-    std::unique_ptr<FdWatcher> listen_w_;
-    AliveToken listen_tok_;
 
     UniqueFd client_fd_;
     std::unique_ptr<FdWatcher> client_w_;
@@ -115,83 +109,30 @@ class VhostUser final : public Attachment {
 };
 
 Result<void> VhostUser::start(std::string& error) {
-    if (listen_fd_.valid()) return {};
-    auto bound = bind_unix_socket(path_, SOCK_STREAM, path_, error);
-    if (!bound) return fail(bound.error());
-    UniqueFd fd = std::move(*bound);
-    created_socket_ = true;
-    if (::listen(fd.get(), 8) != 0) {
-        error = path_ + ": listen: " + errno_text(errno);
-        ::unlink(path_.c_str());
-        created_socket_ = false;
-        return fail(Errc::io_error);
-    }
-    listen_fd_ = std::move(fd);
-    listen_w_ = std::make_unique<FdWatcher>(ctx_.io, listen_fd_.get());
-    listen_tok_ = new_token();
-    arm_accept();
-    SLW_INFO("{}: listening for a vhost-user front end", spec_);
-    return {};
+    return listener_.start(
+        error, [this] { return client_fd_.valid(); },
+        [this](UniqueFd fd, std::unique_ptr<FdWatcher> w) {
+            on_client(std::move(fd), std::move(w));
+        });
 }
 
 void VhostUser::stop() noexcept {
     if (client_fd_.valid()) close_client("attachment stopped", false, true);
-    kill_token(listen_tok_);
-    listen_w_.reset();
-    listen_fd_.reset();
-    if (created_socket_) {
-        ::unlink(path_.c_str());
-        created_socket_ = false;
-    }
+    listener_.stop();
     drop_egress();
     PacketRef f;
     while (to_switch().try_pop(f))
         f.reset();
 }
 
-void VhostUser::arm_accept() noexcept {
-    listen_w_->wait_readable([this, tok = listen_tok_](bool ok) {
-        if (!tok->alive || !ok) return;
-        on_acceptable();
-    });
-}
-
-void VhostUser::on_acceptable() noexcept {
-    const AliveToken tok = listen_tok_;
-    for (int i = 0; i < kAcceptsPerEvent; ++i) {
-        const int c = ::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (c < 0) {
-            if (errno == EINTR || errno == ECONNABORTED) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                SLW_WARN_RATELIMITED("{}: accept: {}", spec_, errno_text(errno));
-            arm_accept();
-            return;
-        }
-        if (client_fd_.valid()) {
-            SLW_WARN_RATELIMITED(
-                "{}: a vhost-user front end is already attached; closing the new connection",
-                spec_);
-            ::close(c);
-            continue;
-        }
-        boost::system::error_code ec;
-        client_w_ = FdWatcher::try_watch(ctx_.io, c, ec);
-        if (!client_w_) {
-            SLW_WARN_RATELIMITED("{}: cannot watch the new connection: {}", spec_, ec.message());
-            ::close(c);
-            continue;
-        }
-        client_fd_.reset(c);
-        client_tok_ = new_token();
-        clear_message();
-        SLW_INFO("{}: front end connected", spec_);
-        // Messages may already be waiting (edge-triggered: no edge would report them).
-        on_readable();
-        if (!tok->alive) return;
-    }
-    boost::asio::post(ctx_.io, [this, tok] {
-        if (tok->alive) on_acceptable();
-    });
+void VhostUser::on_client(UniqueFd fd, std::unique_ptr<FdWatcher> w) noexcept {
+    client_w_ = std::move(w);
+    client_fd_ = std::move(fd);
+    client_tok_ = new_token();
+    clear_message();
+    SLW_INFO("{}: front end connected", spec_);
+    // Messages may already be waiting (edge-triggered: no edge would report them).
+    on_readable();
 }
 
 void VhostUser::arm_read() noexcept {
