@@ -19,6 +19,7 @@
 
 #include "common/text.hpp"
 #include "slipway/core/log.hpp"
+#include "slipway/core/parse.hpp"
 #include "slipway/dhcp/server.hpp"
 #include "slipway/dns/upstream.hpp"
 #include "slipway/nat/policy.hpp"
@@ -274,13 +275,9 @@ bool bad_value(std::string& err, const std::string& where, const std::string& va
     return false;
 }
 
-// The whole text as a decimal integer in [lo, hi], else nullopt.
+// The whole text as a decimal integer in [lo, hi] (core/parse.hpp).
 std::optional<long long> parse_bounded(std::string_view t, long long lo, long long hi) {
-    long long v = 0;
-    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
-    if (t.empty() || ec != std::errc{} || end != t.data() + t.size() || v < lo || v > hi)
-        return std::nullopt;
-    return v;
+    return slipway::parse_decimal<long long>(t, lo, hi);
 }
 
 bool valid_domain(std::string_view d) {

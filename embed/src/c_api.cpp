@@ -44,6 +44,7 @@
 
 #include "slipway.h"
 #include "slipway/core/log.hpp"
+#include "slipway/core/parse.hpp"
 #include "slipway/core/unix_socket.hpp"
 #include "slipway/core/virtio/net_hdr.hpp"
 #include "slipway/dhcp/server.hpp"
@@ -131,13 +132,9 @@ T* guarded_ptr(F&& f) noexcept {
 
 // ---- options ---------------------------------------------------------------------------------
 
-// The whole text as a decimal integer in [lo, hi].
+// The whole text as a decimal integer in [lo, hi] (core/parse.hpp).
 std::optional<long long> parse_bounded(std::string_view t, long long lo, long long hi) {
-    long long v = 0;
-    const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
-    if (t.empty() || ec != std::errc{} || end != t.data() + t.size() || v < lo || v > hi)
-        return std::nullopt;
-    return v;
+    return slipway::parse_decimal<long long>(t, lo, hi);
 }
 
 std::optional<bool> parse_bool(const char* value) {
