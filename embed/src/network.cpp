@@ -15,7 +15,7 @@
 // feature bits and one RX/TX virtqueue pair go straight to a guest::VirtioNetDevice, which runs
 // on the network thread like any attachment (kicks are eventfds watched by the loop). Everything
 // the VMM passes is checked here first, so a bad argument is one clear line and not a queue that
-// later turns out broken; the device checks the rings again when it starts them. detach() takes an
+// later turns out broken (the rings' geometry is checked by the queues' start()). detach() takes an
 // in-process or virtio port out of the switch, stops its queues and frees it, which is how a VMM
 // resets its device. On shutdown every virtio queue stops, so slipway no longer reads guest
 // memory once run() has returned.
@@ -166,57 +166,6 @@ std::string hex(std::uint64_t v) {
 // A duplicate of the caller's fd (close-on-exec), so the caller keeps and closes its own.
 UniqueFd dup_fd(int fd) {
     return UniqueFd(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
-}
-
-// Checks what a VMM passed to attach_virtio before anything is built, so that each mistake is one
-// line naming the port, the region or queue, and the problem.
-Result<void> check_virtio_options(const VirtioAttachOptions& o, const virtio::GuestMemory& mem,
-                                  std::string& error) {
-    const std::string who = "virtio port " + o.name + ": ";
-    const std::uint64_t extra = o.features & ~guest::kOfferedFeatures;
-    if (extra != 0) {
-        error = who + "features " + hex(o.features) + " include bits slipway does not offer (" +
-                hex(extra) + "; offered: " + hex(guest::kOfferedFeatures) + ")";
-        return fail(Errc::invalid_argument);
-    }
-    static constexpr const char* kQueueName[2] = {"rx queue (0)", "tx queue (1)"};
-    for (std::size_t q = 0; q < o.queues.size(); ++q) {
-        const VirtioQueueOptions& vq = o.queues[q];
-        const std::string qwho = who + kQueueName[q] + ": ";
-        // virtio 1.2 §2.7: Queue Size is a power of 2, at most 32768.
-        if (vq.size == 0 || vq.size > virtio::kMaxQueueSize || (vq.size & (vq.size - 1)) != 0) {
-            error =
-                qwho + "size " + std::to_string(vq.size) + " is not a power of two from 1 to 32768";
-            return fail(Errc::invalid_argument);
-        }
-        // §2.7 alignment: descriptor table 16, available ring 2, used ring 4 bytes.
-        struct Ring {
-            const char* what;
-            std::uint64_t addr, bytes, align;
-        };
-        const Ring rings[3] = {
-            {"descriptor table", vq.desc, virtio::desc_table_bytes(vq.size), 16},
-            {"available ring", vq.avail, virtio::avail_ring_bytes(vq.size), 2},
-            {"used ring", vq.used, virtio::used_ring_bytes(vq.size), 4},
-        };
-        for (const Ring& r : rings) {
-            if (r.addr % r.align != 0) {
-                error = qwho + r.what + " at " + hex(r.addr) + " is not " +
-                        std::to_string(r.align) + "-byte aligned";
-                return fail(Errc::invalid_argument);
-            }
-            if (mem.translate(r.addr, r.bytes) == nullptr) {
-                error = qwho + r.what + " [" + hex(r.addr) + ", +" + std::to_string(r.bytes) +
-                        " bytes) is not inside one guest memory region";
-                return fail(Errc::invalid_argument);
-            }
-        }
-        if (vq.kick_fd < 0) {
-            error = qwho + "a kick eventfd is required (got " + std::to_string(vq.kick_fd) + ")";
-            return fail(Errc::invalid_argument);
-        }
-    }
-    return {};
 }
 
 // --icmp: what was asked for, checked against what this host allows (DESIGN §2: auto takes ping
@@ -693,11 +642,14 @@ Result<VirtioPort*> Network::attach_virtio(const VirtioAttachOptions& opts, std:
             return fail(Errc::invalid_argument);
         }
     }
-    if (auto ok = check_virtio_options(opts, port->memory(), error); !ok) return fail(ok.error());
+    // The ring geometry (size, alignment, inside guest memory) is checked once, by the queue's
+    // start() below, whose one-line reason is prefixed with the port and queue.
     guest::VirtioNetDevice& dev = port->device();
     dev.set_memory(&port->memory());
     if (!dev.set_features(opts.features)) {
-        error = who + "the device refused features " + hex(opts.features);
+        error = who + "features " + hex(opts.features) + " include bits slipway does not offer (" +
+                hex(opts.features & ~guest::kOfferedFeatures) +
+                "; offered: " + hex(guest::kOfferedFeatures) + ")";
         return fail(Errc::invalid_argument);
     }
     static constexpr unsigned kQueue[2] = {guest::VirtioNetDevice::kRxQueue,
