@@ -115,6 +115,21 @@ def main():
         row("RFC 1624 update addr+port", f"{ni:.1f} ns/pkt", "full recompute (1500 B)",
             f"{nf:.1f} ns/pkt", f"{nf / ni:.1f}x")
 
+    # Virtqueue path (issue 8): guest A's TX queue -> switch -> guest B's RX queue, in-process,
+    # beside the same frames over two QEMU-stream unix sockets. Copies per frame on slipway's
+    # thread: 2 (virtio) against 4 (stream, counting the kernel's socket copies).
+    vq64, st64 = med.get("BM_Virtqueue/gso:0/real_time"), med.get("BM_QemuStream/frame:64/real_time")
+    if vq64 and st64:
+        ro, rb = items_per_s(vq64), items_per_s(st64)
+        row("virtqueue 64 B frames (2 copies)", fmt_rate(ro), "QEMU stream socket (4 copies)",
+            fmt_rate(rb), f"{ro / rb:.2f}x")
+    vqg, st1514 = med.get("BM_Virtqueue/gso:1/real_time"), med.get(
+        "BM_QemuStream/frame:1514/real_time")
+    if vqg and st1514:
+        bo, bb = vqg["bytes_per_second"], st1514["bytes_per_second"]
+        row("virtqueue 64 KiB TCP GSO frames", f"{bo / 1e9:.2f} GB/s ({fmt_rate(items_per_s(vqg))})",
+            "QEMU stream, 1514 B frames", f"{bb / 1e9:.3f} GB/s", f"{bo / bb:.1f}x")
+
     host = ctx.get("host_name", "?")
     cpus = ctx.get("num_cpus", "?")
     mhz = ctx.get("mhz_per_cpu", "?")
