@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -135,6 +137,21 @@ inline std::unique_ptr<Attachment> make_started(Env& env, const std::string& spe
     EXPECT_TRUE(s.has_value()) << err;
     if (!s) return nullptr;
     return std::move(*a);
+}
+
+// Appends what a non-blocking read of `fd` finds to `in`; false once the peer closed the
+// connection (or a read failed with anything but EAGAIN).
+inline bool read_available(int fd, Bytes& in) {
+    std::byte buf[65536];
+    for (;;) {
+        const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0) {
+            in.insert(in.end(), buf, buf + n);
+            continue;
+        }
+        if (n == 0) return false;
+        return errno == EAGAIN || errno == EWOULDBLOCK;
+    }
 }
 
 }  // namespace slipway::guest::test

@@ -36,19 +36,8 @@ class Client {
     bool send_raw(const Bytes& b) {
         return ::send(fd_, b.data(), b.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(b.size());
     }
-    // Reads whatever is there without blocking; false once the peer closed the connection.
-    bool poll_read() {
-        std::byte buf[65536];
-        for (;;) {
-            const ssize_t n = ::recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
-            if (n > 0) {
-                in_.insert(in_.end(), buf, buf + n);
-                continue;
-            }
-            if (n == 0) return false;
-            return errno == EAGAIN || errno == EWOULDBLOCK;
-        }
-    }
+    // Reads what is there without blocking; false once the peer closed the connection.
+    bool poll_read() { return read_available(fd_, in_); }
     // Complete frames received so far (length-prefixed), removed from the input.
     std::vector<Bytes> take_frames() {
         std::vector<Bytes> out;

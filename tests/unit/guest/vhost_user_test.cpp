@@ -116,19 +116,8 @@ class FrontEnd {
         if (n != m.size()) return false;
         return send_raw(m, fds);
     }
-    // Reads without blocking; false once the peer closed the connection.
-    bool poll_read() {
-        std::byte buf[4096];
-        for (;;) {
-            const ssize_t n = ::recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
-            if (n > 0) {
-                in_.insert(in_.end(), buf, buf + n);
-                continue;
-            }
-            if (n == 0) return false;
-            return errno == EAGAIN || errno == EWOULDBLOCK;
-        }
-    }
+    // Reads what is there without blocking; false once the peer closed the connection.
+    bool poll_read() { return read_available(fd_, in_); }
     std::optional<Reply> take_reply() {
         if (in_.size() < vu::kHeaderSize) return std::nullopt;
         const std::uint32_t size = get32(in_, 8);
