@@ -1,7 +1,9 @@
 // Helpers every fuzz target shares: a trap on a broken invariant, a sink that keeps reads alive,
-// span checks, and the pool leak check.
+// span checks, the pool leak check, and a reader of the input as integers and byte runs.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -46,5 +48,38 @@ inline bool all_returned(PacketPool& pool) {
     }
     return true;
 }
+
+// The fuzz input read as a stream of little-endian integers and byte runs; past the end every
+// read gives zeros (so a short input is still a complete, if dull, scenario).
+class Input {
+  public:
+    Input(const std::uint8_t* d, std::size_t n) : d_(d), n_(n) {}
+    [[nodiscard]] bool empty() const { return off_ >= n_; }
+    std::uint8_t u8() { return off_ < n_ ? d_[off_++] : 0; }
+    std::uint16_t u16() {
+        const unsigned lo = u8();
+        return static_cast<std::uint16_t>(lo | (unsigned{u8()} << 8));
+    }
+    std::uint32_t u32() {
+        const std::uint32_t lo = u16();
+        return lo | (std::uint32_t{u16()} << 16);
+    }
+    std::uint64_t u64() {
+        const std::uint64_t lo = u32();
+        return lo | (std::uint64_t{u32()} << 32);
+    }
+    // Copies up to `want` input bytes to `out`; returns how many there were.
+    std::size_t take(std::byte* out, std::size_t want) {
+        const std::size_t k = std::min(want, n_ - std::min(off_, n_));
+        if (k != 0) std::memcpy(out, d_ + off_, k);
+        off_ += k;
+        return k;
+    }
+
+  private:
+    const std::uint8_t* d_;
+    std::size_t n_;
+    std::size_t off_ = 0;
+};
 
 }  // namespace slipway::fuzz

@@ -90,36 +90,7 @@ void run_loop(IoContext& io) {
     check(false);
 }
 
-class Input {
-  public:
-    Input(const std::uint8_t* d, std::size_t n) : d_(d), n_(n) {}
-    [[nodiscard]] bool empty() const { return off_ >= n_; }
-    std::uint8_t u8() { return off_ < n_ ? d_[off_++] : 0; }
-    // Little-endian, the low part read first.
-    std::uint16_t u16() {
-        const unsigned lo = u8();
-        return static_cast<std::uint16_t>(lo | (unsigned{u8()} << 8));
-    }
-    std::uint32_t u32() {
-        const std::uint32_t lo = u16();
-        return lo | (std::uint32_t{u16()} << 16);
-    }
-    std::uint64_t u64() {
-        const std::uint64_t lo = u32();
-        return lo | (std::uint64_t{u32()} << 32);
-    }
-    std::size_t take(std::byte* out, std::size_t want) {
-        const std::size_t k = std::min(want, n_ - std::min(off_, n_));
-        if (k != 0) std::memcpy(out, d_ + off_, k);
-        off_ += k;
-        return k;
-    }
-
-  private:
-    const std::uint8_t* d_;
-    std::size_t n_;
-    std::size_t off_ = 0;
-};
+using slipway::fuzz::Input;
 
 void put32(std::vector<std::byte>& b, std::uint32_t v) {
     for (int i = 0; i < 4; ++i)

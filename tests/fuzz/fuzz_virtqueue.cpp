@@ -26,29 +26,7 @@ using slipway::fuzz::check;
 constexpr std::uint64_t kHalf = 0x2000;  // bytes per host buffer
 constexpr std::uint64_t kUserBase = 0x7f00'0000'0000;
 
-class Reader {
-  public:
-    Reader(const std::uint8_t* d, std::size_t n) : d_(d), n_(n) {}
-    [[nodiscard]] bool done() const { return i_ >= n_; }
-    std::uint8_t u8() { return i_ < n_ ? d_[i_++] : 0; }
-    std::uint16_t u16() {
-        const auto lo = u8();
-        return static_cast<std::uint16_t>(lo | (u8() << 8));
-    }
-    std::uint32_t u32() {
-        const std::uint32_t lo = u16();
-        return lo | (std::uint32_t{u16()} << 16);
-    }
-    std::uint64_t u64() {
-        const std::uint64_t lo = u32();
-        return lo | (std::uint64_t{u32()} << 32);
-    }
-
-  private:
-    const std::uint8_t* d_;
-    std::size_t n_;
-    std::size_t i_ = 0;
-};
+using Reader = slipway::fuzz::Input;
 
 void put_le(std::byte* p, std::uint64_t v, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i)
@@ -159,7 +137,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::size_t n_popped = 0;
     std::array<std::byte, 512> scratch{};
 
-    for (int ops = 0; ops < 2000 && !r.done(); ++ops) {
+    for (int ops = 0; ops < 2000 && !r.empty(); ++ops) {
         const std::uint8_t op = r.u8();
         switch (op % 16) {
             case 1: {  // driver writes a whole chain: long ones, loops, write-then-read orders
