@@ -259,6 +259,7 @@ class VirtqueueStress : public ::testing::Test {
         std::uint64_t next_used = 0;  // next expected back
         const auto add_until = Clock::now() + opt.budget;
         bool adding = true;
+        bool quiesced = false;  // the pause before lost kicks (drop_kicks_from) is done
         while (!stop_.load(std::memory_order_acquire)) {
             bool progress = false;
             for (;;) {
@@ -288,10 +289,23 @@ class VirtqueueStress : public ::testing::Test {
             adding = adding && next_seq < opt.chains && Clock::now() < add_until;
             if (!adding && next_used == next_seq) break;  // all returned: done
 
+            // Fault injection made deterministic: before the first chain whose kick is lost, let
+            // the device take back everything and go to sleep, so that it does need that kick
+            // (a device still polling would pick the chains up without one, and the run would
+            // pass by luck of timing).
+            bool hold = false;
+            if (!quiesced && next_seq > opt.drop_kicks_from) {
+                hold = next_used != next_seq;  // wait for the ring to drain first
+                if (!hold) {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+                    quiesced = true;
+                }
+            }
+
             // A burst of chains, then one publish and one kick decision, as a driver batches.
             const std::size_t burst = 1 + rng() % 32;
             std::size_t added = 0;
-            while (adding && added < burst && next_seq < opt.chains &&
+            while (adding && !hold && added < burst && next_seq < opt.chains &&
                    next_seq - next_used < kSlots) {
                 auto h = add(next_seq, rng);
                 if (!h) {
@@ -507,10 +521,11 @@ class VirtqueueStress : public ::testing::Test {
         EXPECT_EQ(sq_.last_avail(), static_cast<std::uint16_t>(drv_.added));
         EXPECT_EQ(sq_.used_idx(), static_cast<std::uint16_t>(drv_.added));
         EXPECT_EQ(sq_.available(), 0);
-        // Both sides hit §2.7.10's race (buffers arrived between "found nothing" and the request
-        // for a notification) and recovered through the re-check, not through a notification.
-        EXPECT_GT(dev_.rechecks, 0u);
-        EXPECT_GT(drv_.rechecks, 0u);
+        // How often each side hit §2.7.10's race (buffers arrived between "found nothing" and
+        // the request for a notification) is printed above, not required: timing decides it, and
+        // under TSan a run may not hit it at all (CI saw 0 on both sides in the flags case). The
+        // re-check itself is tested deterministically in virtqueue_test.cpp (EnableNotify*);
+        // here what counts is that no notification was lost in either direction.
         if (opt.event_idx) {
             // §2.7.10: with a used_event the driver does not move on every element, most
             // publishes need no interrupt, and most publishes of the driver need no kick.
