@@ -14,3 +14,11 @@ fetch_md5() {
     sum=$(wget -q -O - "$1" | md5sum) || return 1
     echo "SLW-MD5 ${sum%% *}"
 }
+
+# resolves NAME ADDR: nslookup (the resolver of /etc/resolv.conf) answers NAME with ADDR.
+resolves() {
+    local out
+    out=$(nslookup "$1" 2>&1)
+    echo "$out"
+    echo "$out" | grep -A1 "^Name:.*$1" | grep -q "Address:.* $2\$"
+}
