@@ -7,7 +7,8 @@
 # host port reaches the guest's httpd (a 4 MiB file, md5 at the host). The guests ping each other
 # through the switch. Then each QEMU is killed (SIGKILL) and booted again on the same socket:
 # slipwayd (same process) serves the new guest, which gets its lease, fetches again, serves again
-# and pings the other. Four boots in all, every boot and every guest command bounded in time.
+# and pings the other. Last, slipwayd itself restarts under guest A, whose QEMU reconnects. Four
+# boots in all, every boot and every guest command bounded in time.
 . "$(dirname "$0")/lib.sh"
 
 : "${VM_IMAGE:?VM_IMAGE must name the guest image directory (the vm_image fixture builds it)}"
@@ -37,10 +38,11 @@ wait_until 10 in_ns "$SLW_HOST" curl -sf -o /dev/null -r 0-0 http://127.0.0.1:80
 wait_until 10 bash -c "ip netns exec $SLW_HOST dig @127.0.0.53 +short +tries=1 +time=1 \
     upstream.vm.test | grep -q 198.51.100.77" || fail "the dnsmasq upstream does not answer"
 
-start_daemon --attach "vhost-user:$VU" --attach "qemu:$QS" --dns-upstream 127.0.0.53 \
-    --dns-record local.vm.test=198.51.100.88 \
-    --dhcp-static "$MAC_A=$IP_A" --dhcp-static "$MAC_B=$IP_B" \
-    --forward "tcp:$FWD_A=$IP_A:80" --forward "tcp:$FWD_B=$IP_B:80"
+DAEMON_ARGS=(--attach "vhost-user:$VU" --attach "qemu:$QS" --dns-upstream 127.0.0.53
+    --dns-record local.vm.test=198.51.100.88
+    --dhcp-static "$MAC_A=$IP_A" --dhcp-static "$MAC_B=$IP_B"
+    --forward "tcp:$FWD_A=$IP_A:80" --forward "tcp:$FWD_B=$IP_B:80")
+start_daemon "${DAEMON_ARGS[@]}"
 DAEMON=$SLW_DAEMON_PID
 
 # boot NAME NET MAC: a guest under QEMU in the host namespace; its pid joins the cleanup list.
@@ -167,4 +169,14 @@ grep -q "guest disconnected" "$DAEMON_LOG" || fail "slipwayd logged no stream di
 pings A "$IP_B"
 [ "$SLW_DAEMON_PID" = "$DAEMON" ] && daemon_alive || fail "slipwayd is not the process it was"
 log "ok: one slipwayd (pid $DAEMON) served four boots"
+
+# The other way round: slipwayd restarts under a running VM. QEMU's vhost-user chardev has
+# reconnect=1 (as in the README), so it connects to the new slipwayd, which serves guest A
+# where the old one left off. (QEMU 7.2's -netdev stream has no reconnect: B stays cut off.)
+stop_daemon
+start_daemon "${DAEMON_ARGS[@]}"
+wait_until 30 grep -q "queues up" "$DAEMON_LOG" || fail "QEMU did not reconnect to the new slipwayd"
+log "ok: guest A's QEMU reconnected to the restarted slipwayd"
+lease A "$IP_A"
+fetch A
 stop_daemon

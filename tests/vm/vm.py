@@ -283,7 +283,9 @@ def netdev_args(spec, mac, offloads, accel):
             # indexes proxy->vector_irqfd while it is NULL (seen in gdb, Debian 7.2+dfsg-7).
             # INTx has no vector notifiers: the driver runs with one legacy interrupt.
             dev += ",vectors=0"
-        return ["-chardev", f"socket,id=vu0,path={rest}",
+        # reconnect=1: should slipwayd restart, QEMU connects again within a second and the
+        # guest carries on (vhost-user ring state comes back from the used rings).
+        return ["-chardev", f"socket,id=vu0,path={rest},reconnect=1",
                 "-netdev", "vhost-user,id=n0,chardev=vu0", "-device", dev], True
     if kind == "stream":
         return ["-netdev", f"stream,id=n0,server=off,addr.type=unix,addr.path={rest}",
