@@ -27,3 +27,57 @@ bench_cleanup() {
     wait 2>/dev/null || true
     rm -rf "$TMP"
 }
+
+# --- processes: every one a benchmark starts is recorded in PIDS (bench_cleanup kills what is
+# left on exit) and stopped by that PID.
+# start_bg NS CMD...: CMD in NS, in the background; its PID (ip netns exec execs CMD) in LAST.
+start_bg() {
+    local ns=$1
+    shift
+    ip netns exec "$ns" "$@" &
+    LAST=$!
+    PIDS+=("$LAST")
+}
+# alive PID: the process exists and is not a zombie.
+alive() {
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+    [ -n "$st" ] && [ "$st" != Z ]
+}
+# forget PID: drop it from PIDS.
+forget() {
+    local q keep=()
+    for q in "${PIDS[@]}"; do [ "$q" = "$1" ] || keep+=("$q"); done
+    PIDS=("${keep[@]}")
+}
+# stop_pid PID: SIGTERM, SIGKILL after 5 s, reap, and forget the PID.
+stop_pid() {
+    local p=$1
+    kill -TERM "$p" 2>/dev/null || true
+    for _ in $(seq 50); do alive "$p" || break; sleep 0.1; done
+    alive "$p" && kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null || true
+    forget "$p"
+}
+# reap PID: wait for a process that ends by itself (every tool here is bounded in time), forget it.
+reap() {
+    wait "$1" 2>/dev/null || true
+    forget "$1"
+}
+# cpu_ticks PID: user + system time of a process (all its threads) so far, in clock ticks.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# wait_for SECONDS CMD...: poll CMD until it succeeds, for at most about SECONDS (plus one try).
+wait_for() {
+    local end=$((SECONDS + $1))
+    shift
+    while :; do
+        "$@" >/dev/null 2>&1 && return 0
+        [ "$SECONDS" -lt "$end" ] || return 1
+        sleep 0.1
+    done
+}
+
+# --- results: R[KEY] holds a benchmark's runs, space-separated; `add KEY VALUE` appends one.
+add() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; }
+# ver PACKAGE: its Debian version, for the table's footnote.
+ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }

@@ -144,44 +144,7 @@ IPORT[slipway]=5231 CPORT[slipway]=5232
 # The guest servers' lifetime: the whole of one MTU's runs, with every step at its timeout.
 LIFE=$((300 + ${#want[@]} * (60 + REPS * (2 * (SECS + 30) + CRR_SECS + 30))))
 
-# --- processes: every one started here is recorded in PIDS (lib.sh kills what is left on exit)
-# and stopped by that PID.
-# start_bg NS CMD...: CMD in NS, in the background; its PID (ip netns exec execs CMD) in LAST.
-start_bg() {
-    local ns=$1
-    shift
-    ip netns exec "$ns" "$@" &
-    LAST=$!
-    PIDS+=("$LAST")
-}
-# alive PID: the process exists and is not a zombie.
-alive() {
-    local st
-    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-    [ -n "$st" ] && [ "$st" != Z ]
-}
-# stop_pid PID: SIGTERM, SIGKILL after 5 s, reap, and forget the PID.
-stop_pid() {
-    local p=$1 q keep=()
-    kill -TERM "$p" 2>/dev/null || true
-    for _ in $(seq 50); do alive "$p" || break; sleep 0.1; done
-    alive "$p" && kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null || true
-    for q in "${PIDS[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
-    PIDS=("${keep[@]}")
-}
-# cpu_ticks PID: user + system time of a process (all its threads) so far, in clock ticks.
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-# wait_for SECONDS CMD...: poll CMD until it succeeds, for at most about SECONDS (plus one try).
-wait_for() {
-    local end=$((SECONDS + $1))
-    shift
-    while :; do
-        "$@" >/dev/null 2>&1 && return 0
-        [ "$SECONDS" -lt "$end" ] || return 1
-        sleep 0.1
-    done
-}
+# --- processes: started with lib.sh's start_bg (recorded in PIDS), stopped by PID with stop_pid.
 # listening NS PORT: a TCP socket listens on PORT in NS.
 listening() { ip netns exec "$1" ss -Hltn "sport = :$2" | grep -q .; }
 
@@ -303,7 +266,6 @@ reachable() {
 
 # --- one measurement each. Results are appended to R[STACK|MTU|METRIC] (space-separated runs).
 declare -A R
-add() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; }
 # kv KEY LINE: the value of KEY in a key=value line (empty if absent).
 kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -n 1; }
 
@@ -440,7 +402,6 @@ echo "(medians of $REPS; clients in the $CLIENT namespace ($CLI_NS) connect to t
     "non-loopback address $HOST_IP, forwarded to the guest; iperf3 ${SECS} s single stream, receiver's rate; CRR:" \
     "$NCONN connections or ${CRR_SECS} s, whichever ends first; CPU: the stack process's" \
     "user+system time, CPU ratios are peer/slipway, above 1: slipway spends less)"
-ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
 echo "(passt $(ver passt), slirp4netns $(ver slirp4netns) with libslirp $(ver libslirp0)," \
     "iperf3 $(ver iperf3), $(cc --version | head -n 1), kernel $(uname -r), $(nproc) CPUs)"
 echo

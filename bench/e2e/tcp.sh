@@ -100,44 +100,7 @@ trap 'exit 130' INT
 TCK=$(getconf CLK_TCK)
 IPERF_PORT=5201 CRR_PORT=5202 RR_PORT=5203
 
-# --- processes: every one started here is recorded in PIDS (lib.sh kills what is left on exit)
-# and stopped by that PID.
-# start_bg NS CMD...: CMD in NS, in the background; its PID (ip netns exec execs CMD) in LAST.
-start_bg() {
-    local ns=$1
-    shift
-    ip netns exec "$ns" "$@" &
-    LAST=$!
-    PIDS+=("$LAST")
-}
-# alive PID: the process exists and is not a zombie.
-alive() {
-    local st
-    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-    [ -n "$st" ] && [ "$st" != Z ]
-}
-# stop_pid PID: SIGTERM, SIGKILL after 5 s, reap, and forget the PID.
-stop_pid() {
-    local p=$1 q keep=()
-    kill -TERM "$p" 2>/dev/null || true
-    for _ in $(seq 50); do alive "$p" || break; sleep 0.1; done
-    alive "$p" && kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null || true
-    for q in "${PIDS[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
-    PIDS=("${keep[@]}")
-}
-# cpu_ticks PID: user + system time of a process (all its threads) so far, in clock ticks.
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-# wait_for SECONDS CMD...: poll CMD until it succeeds, for at most about SECONDS (plus one try).
-wait_for() {
-    local end=$((SECONDS + $1))
-    shift
-    while :; do
-        "$@" >/dev/null 2>&1 && return 0
-        [ "$SECONDS" -lt "$end" ] || return 1
-        sleep 0.1
-    done
-}
+# --- processes: started with lib.sh's start_bg (recorded in PIDS), stopped by PID with stop_pid.
 
 # --- the CRR and RR peers (Python, both ends).
 cat >"$TMP/peer.py" <<'EOF'
@@ -293,7 +256,6 @@ reachable() {
 
 # --- one measurement each. Results are appended to R[STACK|MTU|METRIC] (space-separated runs).
 declare -A R
-add() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; }
 
 # iperf STACK MTU DIR: DIR "up" (guest->host) or "down" (host->guest, -R).
 iperf() {
@@ -419,7 +381,6 @@ echo "(medians of $REPS; iperf3 ${SECS} s single stream, receiver's rate; CPU: t
     "process's user+system time per GiB received; CPU ratios are peer/slipway, above 1: slipway spends less)"
 echo "(targets: >= 1.0x pasta on every row, >= 1.3x at MTU 1500; >= 2x slirp4netns at 65520," \
     ">= 5x at 1500; >= 0.5x veth)"
-ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
 echo "(passt $(ver passt), slirp4netns $(ver slirp4netns) with libslirp $(ver libslirp0)," \
     "iperf3 $(ver iperf3), python3 $(ver python3), kernel $(uname -r), $(nproc) CPUs)"
 echo

@@ -182,54 +182,7 @@ BLAST=$TMP/udp_blast ANSWER=$TMP/dns_answer
 cc -O2 -Wall -o "$BLAST" bench/e2e/tools/udp_blast.c
 cc -O2 -Wall -o "$ANSWER" bench/e2e/tools/dns_answer.c
 
-# --- processes: every one started here is recorded in PIDS (lib.sh kills what is left on exit)
-# and stopped by that PID.
-# start_bg NS CMD...: CMD in NS, in the background; its PID (ip netns exec execs CMD) in LAST.
-start_bg() {
-    local ns=$1
-    shift
-    ip netns exec "$ns" "$@" &
-    LAST=$!
-    PIDS+=("$LAST")
-}
-# alive PID: the process exists and is not a zombie.
-alive() {
-    local st
-    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-    [ -n "$st" ] && [ "$st" != Z ]
-}
-# forget PID: drop it from PIDS.
-forget() {
-    local q keep=()
-    for q in "${PIDS[@]}"; do [ "$q" = "$1" ] || keep+=("$q"); done
-    PIDS=("${keep[@]}")
-}
-# stop_pid PID: SIGTERM, SIGKILL after 5 s, reap, and forget the PID.
-stop_pid() {
-    local p=$1
-    kill -TERM "$p" 2>/dev/null || true
-    for _ in $(seq 50); do alive "$p" || break; sleep 0.1; done
-    alive "$p" && kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null || true
-    forget "$p"
-}
-# reap PID: wait for a process that ends by itself (every tool here is bounded in time), forget it.
-reap() {
-    wait "$1" 2>/dev/null || true
-    forget "$1"
-}
-# cpu_ticks PID: user + system time of a process (all its threads) so far, in clock ticks.
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-# wait_for SECONDS CMD...: poll CMD until it succeeds, for at most about SECONDS (plus one try).
-wait_for() {
-    local end=$((SECONDS + $1))
-    shift
-    while :; do
-        "$@" >/dev/null 2>&1 && return 0
-        [ "$SECONDS" -lt "$end" ] || return 1
-        sleep 0.1
-    done
-}
+# --- processes: started with lib.sh's start_bg (recorded in PIDS), stopped by PID with stop_pid.
 # bound PORT: a UDP socket is bound to PORT in hs.
 bound() { ip netns exec hs ss -Hlun "sport = :$1" | grep -q .; }
 
@@ -359,7 +312,6 @@ counters() {
 
 # --- one measurement each. Results are appended to R[STACK|MTU|METRIC] (space-separated runs).
 declare -A R
-add() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; }
 # kv KEY LINE: the value of KEY in a key=value line (empty if absent).
 kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -n 1; }
 
@@ -529,7 +481,6 @@ notes=()
 [ -z "$DO_DNS" ] || notes+=("DNS: dns_answer (fixed A record) on host loopback, dnsperf with" \
     "$CLIENTS sockets and $INFLIGHT queries in flight, ${SECS} s, lost = unanswered within 2 s;")
 echo "(medians of $REPS; ${notes[*]})"
-ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
 echo "(passt $(ver passt), slirp4netns $(ver slirp4netns) with libslirp $(ver libslirp0)," \
     "dnsperf $(ver dnsperf), $(cc --version | head -n 1)," \
     "kernel $(uname -r), $(nproc) CPUs)"
