@@ -74,7 +74,9 @@ for s in $STACKS; do
     slipway)
         if [ ! -x "$SLIPWAYD" ]; then
             SLW_NOTE="slipway: $SLIPWAYD not built (cmake --build --preset release)"
-        elif ! "$SLIPWAYD" --help 2>/dev/null | grep -q -- '--max-flows'; then
+        # Not `--help | grep -q`: with pipefail, grep leaving early can SIGPIPE slipwayd's
+        # chunked help output and fail the pipeline (seen on a loaded machine).
+        elif ! grep -q -- '--max-flows' <<<"$("$SLIPWAYD" --help 2>/dev/null)"; then
             SLW_NOTE="slipway: NAT engine not yet available (slipwayd --help lists no --max-flows)"
         else
             want+=(slipway)
