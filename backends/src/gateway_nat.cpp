@@ -117,6 +117,21 @@ PortCaps UserspaceGateway::caps_of(std::uint16_t port) noexcept {
     return PortCaps{};  // unknown port: plain MTU-sized, fully checksummed frames
 }
 
+std::size_t UserspaceGateway::room_to(std::uint16_t port) noexcept {
+    const std::size_t own = room();
+    if (sw_ == nullptr) return own;
+    const auto ports = sw_->ports();
+    if (port >= ports.size() || ports[port] == nullptr) return own;
+    // The switch pushes our frames into the port's queue, and drops what does not fit there
+    // (drop_ring_full): the TCP engine must not send a guest more than its queue takes. Frames
+    // still in our own ring may all be for this port, so they count against its room too.
+    // size_approx() is read from the producer's side (this thread runs the switch), so it can
+    // only overstate what is queued: the room is never overstated.
+    const SpscRing<PacketRef>& q = ports[port]->to_port();
+    const std::size_t queued = q.size_approx() + to_switch().size_approx();
+    return std::min(own, queued < q.capacity() ? q.capacity() - queued : std::size_t{0});
+}
+
 // ---- driver -----------------------------------------------------------------------------------
 
 void UserspaceGateway::process_tcp(const PacketRef& frame, const wire::ParsedFrame& f) noexcept {

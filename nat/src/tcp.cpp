@@ -903,12 +903,20 @@ struct TcpEngine::Impl {
                 if (unacked == 0) probe_eof(id, f);
                 return;
             }
-            std::size_t link_room = link.room();
+            std::size_t link_room = link.room_to(f.in_port);
             if (link_room <= kLinkReserve) {
                 link.flush();
-                link_room = link.room();
+                link_room = link.room_to(f.in_port);
             }
             if (link_room <= kLinkReserve) {
+                // The guest's own queue is full while the link is not: the guest is behind on
+                // its RX queue. The data waits in the socket (peeked, never lost); the ACKs for
+                // what is in flight bring us back, as a window opening would. Sending on would
+                // only have the switch drop the frames and the guest ask for them again.
+                if (link.room() > kLinkReserve && f.snd_una != f.snd_nxt) {
+                    c.guest_queue_waits.inc();
+                    return;
+                }
                 make_pending(id, f);
                 return;
             }

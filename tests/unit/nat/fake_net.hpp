@@ -520,6 +520,11 @@ class FakeLink final : public GuestLink {
     std::uint16_t last_port = 0xffff;
     std::uint64_t* clock = nullptr;
     std::function<void(const PacketRef&)> on_dispatch;
+    // The guest port's own queue: when set, room_to() is bounded by it, each dispatched frame
+    // takes one of it (until the test says the guest drained its queue), and a frame dispatched
+    // when it is gone counts as one the switch would have dropped.
+    std::optional<std::size_t> port_room;
+    std::uint64_t port_overflows = 0;
 
     [[nodiscard]] PacketPool& pool() noexcept override { return *pool_; }
     [[nodiscard]] std::size_t room() noexcept override { return room_left; }
@@ -530,6 +535,12 @@ class FakeLink final : public GuestLink {
         }
         --room_left;
         ++dispatched;
+        if (port_room) {
+            if (*port_room == 0)
+                ++port_overflows;
+            else
+                --*port_room;
+        }
         if (on_dispatch) on_dispatch(frame);
         stamps.push_back(clock != nullptr ? ++*clock : 0);
         frames.push_back(std::move(frame));
@@ -539,6 +550,10 @@ class FakeLink final : public GuestLink {
     [[nodiscard]] PortCaps caps_of(std::uint16_t port) noexcept override {
         last_port = port;
         return caps;
+    }
+    [[nodiscard]] std::size_t room_to(std::uint16_t port) noexcept override {
+        last_port = port;
+        return port_room ? std::min(room_left, *port_room) : room_left;
     }
     // A new engine call: the link takes room_per_call frames again.
     void refill() noexcept { room_left = room_per_call; }

@@ -968,6 +968,40 @@ TEST_P(TcpEngineTest, AFullLinkLosesNothing) {
     EXPECT_EQ(sock(f).consumed, 30000u);
 }
 
+// A guest behind on its RX queue (the switch would drop what its port's queue cannot take): the
+// engine sends no more than the queue takes, keeps the rest in the socket, and goes on when the
+// guest's ACKs come, so nothing has to be sent twice.
+TEST_P(TcpEngineTest, AGuestBehindOnItsQueueGetsNoMoreThanItTakes) {
+    Flow f;
+    establish(f);
+    constexpr std::size_t kQueue = 8 + 10;  // the engine's reserve for control frames, and 10
+    net->link.port_room = kQueue;
+    net->socks.push_pattern(f.fd, 100000);
+    net->pump();
+    auto first = data_frames(take(f));
+    EXPECT_EQ(first.size(), 10u) << "frames beyond the guest's queue would have been dropped";
+    EXPECT_GT(counters().guest_queue_waits.get(), 0u);
+    std::size_t got = 0;
+    std::uint32_t next = f.hs(0);
+    auto count = [&](const std::vector<OutFrame>& frames) {
+        for (const OutFrame& o : frames) {
+            EXPECT_EQ(o.seq, next) << "sent twice or out of order: " << o.str();
+            got += o.payload.size();
+            next += static_cast<std::uint32_t>(o.payload.size());
+        }
+    };
+    count(first);
+    for (int i = 0; i < 100 && got < 100000; ++i) {
+        net->link.port_room = kQueue;  // the guest took every frame off its queue, and ACKs
+        send_ack(f, next);
+        count(data_frames(take(f)));
+    }
+    EXPECT_EQ(got, 100000u);
+    EXPECT_EQ(net->link.port_overflows, 0u) << "frames sent into a full guest queue";
+    EXPECT_EQ(counters().retransmits.get(), 0u);
+    EXPECT_EQ(counters().fast_retransmits.get(), 0u);
+}
+
 TEST_P(TcpEngineTest, DiscardModeKeepsUnackedWithinMaxPeekOffset) {
     if (GetParam() != PeekMode::discard_iovec) GTEST_SKIP() << "only without SO_PEEK_OFF";
     FakeNetOptions o;

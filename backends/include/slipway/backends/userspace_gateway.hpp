@@ -182,6 +182,7 @@ class UserspaceGateway final : public SwitchPort,
     bool dispatch(PacketRef& frame) noexcept override;
     void flush() noexcept override;
     PortCaps caps_of(std::uint16_t port) noexcept override;
+    std::size_t room_to(std::uint16_t port) noexcept override;
 
     // The NAT engine's driver (gateway_nat.cpp): socket events, timers, pending sends.
     void process_tcp(const PacketRef& frame, const wire::ParsedFrame& f) noexcept;

@@ -105,6 +105,9 @@ class GuestLink {
     }
     // What the guest behind switch port `port` takes (GSO frames, partial checksums).
     [[nodiscard]] virtual PortCaps caps_of(std::uint16_t port) noexcept = 0;
+    // Frames that may go to switch port `port` now without being dropped on the way: room(),
+    // bounded by what that port's own queue takes (a guest behind on its RX queue fills it).
+    [[nodiscard]] virtual std::size_t room_to(std::uint16_t /*port*/) noexcept { return room(); }
 };
 
 struct TcpConfig {
@@ -177,6 +180,7 @@ struct TcpCounters {
     Counter drop_malformed;       // bad header, bad flags combination
     Counter drop_no_buffer;       // pool exhausted while building a control frame (ACK, RST)
     Counter pool_waits;           // data frames deferred for want of a buffer (data stays queued)
+    Counter guest_queue_waits;    // sends held back: the guest's port queue was full (ditto)
     Counter drop_link_full;       // the link refused a frame (data frames are re-sent later)
     Counter drop_out_of_window;   // ACKs of unsent data, RSTs outside the window, ...
     Counter inbound_opened;       // port-forward clients handed to the engine (SYN sent)
@@ -216,6 +220,7 @@ struct TcpCounters {
         f("tcp_drop_malformed", drop_malformed);
         f("tcp_drop_no_buffer", drop_no_buffer);
         f("tcp_pool_waits", pool_waits);
+        f("tcp_guest_queue_waits", guest_queue_waits);
         f("tcp_drop_link_full", drop_link_full);
         f("tcp_drop_out_of_window", drop_out_of_window);
         f("tcp_inbound_opened", inbound_opened);
