@@ -34,7 +34,10 @@
 // end_burst() writes what was gathered and sends one ACK per flow that needs one. Host sockets are
 // watched edge-triggered through a Poller: readable -> peek and send as far as the guest's window
 // and the link's room allow, in bounded slices per flow so one flow cannot starve the others
-// (flows cut short wait in a pending list that run_pending() serves); writable -> connect done, or
+// (flows cut short wait in a pending list that run_pending() serves). The link's room is that of
+// the guest's own port queue too (room_to()): a guest slow to post RX buffers is sent no more than
+// its queue takes, and its ACKs bring the rest, like a window; frames sent past it would only be
+// dropped by the switch and retransmitted. Writable -> connect done, or
 // send space returned after a small window (a window update goes out). Timers (on_tick(), every
 // few milliseconds from the driver) cover retransmission (RFC 6298 estimator, 200 ms floor,
 // exponential back-off), zero-window probes, delayed ACKs, connect, idle and FIN timeouts.
