@@ -81,3 +81,28 @@ wait_for() {
 add() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; }
 # ver PACKAGE: its Debian version, for the table's footnote.
 ver() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
+# ratio A B INVERT: A/B (B/A when INVERT=1, for lower-is-better figures), "-" when either is
+# not a number or zero.
+ratio() {
+    awk -v a="$1" -v b="$2" -v i="$3" 'BEGIN {
+        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || a + 0 == 0 || b + 0 == 0) { print "-"; exit }
+        printf "%.2fx\n", (i ? b / a : a / b) }'
+}
+
+# --- the world: bench_world [HOST_IP] makes the "host" namespace hs and a "world" namespace ws
+# joined by a veth pair (slww0 HOST_IP/24 in hs, default 10.98.0.1; slww1 10.98.0.2/24 in ws),
+# with hs's default route through ws: pasta and passt refuse to start without a routable host
+# interface. No benchmark traffic goes to ws unless a script puts its clients there.
+bench_world() {
+    local n
+    for n in hs ws; do
+        ip netns add "$n"
+        ip -n "$n" link set lo up
+    done
+    ip link add slww0 netns hs type veth peer name slww1 netns ws
+    ip -n hs addr add "${1:-10.98.0.1}/24" dev slww0
+    ip -n hs link set slww0 up
+    ip -n ws addr add 10.98.0.2/24 dev slww1
+    ip -n ws link set slww1 up
+    ip -n hs route add default via 10.98.0.2
+}

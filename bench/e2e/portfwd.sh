@@ -149,16 +149,7 @@ LIFE=$((300 + ${#want[@]} * (60 + REPS * (2 * (SECS + 30) + CRR_SECS + 30))))
 listening() { ip netns exec "$1" ss -Hltn "sport = :$2" | grep -q .; }
 
 # --- the fixed part of the world: hs with its non-loopback address, ws behind its default route.
-for n in hs ws; do
-    ip netns add "$n"
-    ip -n "$n" link set lo up
-done
-ip link add slww0 netns hs type veth peer name slww1 netns ws
-ip -n hs addr add "$HOST_IP/24" dev slww0
-ip -n hs link set slww0 up
-ip -n ws addr add 10.98.0.2/24 dev slww1
-ip -n ws link set slww1 up
-ip -n hs route add default via 10.98.0.2
+bench_world "$HOST_IP"
 
 # --- the stacks. up_STACK MTU: a guest namespace behind STACK at MTU, its servers listening and
 # its two ports forwarded from hs; sets GUEST[STACK], PROC[STACK] (the stack's process) and
@@ -361,13 +352,6 @@ cell() {
     elif [ "$1" = slipway ] && [ -n "$SLW_NOTE" ]; then echo n/a
     elif [ -z "$v" ]; then echo -
     else median <<<"$v"; fi
-}
-# ratio A B INVERT: A/B (B/A when INVERT=1, for lower-is-better figures), "-" when either is
-# not a number or zero.
-ratio() {
-    awk -v a="$1" -v b="$2" -v i="$3" 'BEGIN {
-        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || a + 0 == 0 || b + 0 == 0) { print "-"; exit }
-        printf "%.2fx\n", (i ? b / a : a / b) }'
 }
 peers=(pasta slirp4netns)
 hdr="| test | MTU |"

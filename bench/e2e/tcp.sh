@@ -164,16 +164,7 @@ else:
 EOF
 
 # --- the fixed part of the world: hs with its servers, and ws behind hs's default route.
-for n in hs ws; do
-    ip netns add "$n"
-    ip -n "$n" link set lo up
-done
-ip link add slww0 netns hs type veth peer name slww1 netns ws
-ip -n hs addr add 10.98.0.1/24 dev slww0
-ip -n hs link set slww0 up
-ip -n ws addr add 10.98.0.2/24 dev slww1
-ip -n ws link set slww1 up
-ip -n hs route add default via 10.98.0.2
+bench_world
 start_bg hs iperf3 -s -p "$IPERF_PORT" >"$TMP/iperf3-server.log" 2>&1
 start_bg hs python3 "$TMP/peer.py" server crr "$CRR_PORT" >"$TMP/crr-server.log" 2>&1
 start_bg hs python3 "$TMP/peer.py" server rr "$RR_PORT" >"$TMP/rr-server.log" 2>&1
@@ -341,13 +332,6 @@ cell() {
     elif [ -z "$v" ]; then echo -
     elif [ "${v%% *}" = n/a ]; then echo n/a
     else median <<<"$v"; fi
-}
-# ratio A B INVERT: A/B (B/A when INVERT=1, for lower-is-better figures), "-" when either is
-# not a number or zero.
-ratio() {
-    awk -v a="$1" -v b="$2" -v i="$3" 'BEGIN {
-        if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || a + 0 == 0 || b + 0 == 0) { print "-"; exit }
-        printf "%.2fx\n", (i ? b / a : a / b) }'
 }
 peers=(veth pasta slirp4netns)
 names=("veth (kernel)" pasta slirp4netns slipway)

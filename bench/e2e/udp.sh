@@ -187,16 +187,7 @@ cc -O2 -Wall -o "$ANSWER" bench/e2e/tools/dns_answer.c
 bound() { ip netns exec hs ss -Hlun "sport = :$1" | grep -q .; }
 
 # --- the fixed part of the world: hs with the DNS responder, and ws behind hs's default route.
-for n in hs ws; do
-    ip netns add "$n"
-    ip -n "$n" link set lo up
-done
-ip link add slww0 netns hs type veth peer name slww1 netns ws
-ip -n hs addr add 10.98.0.1/24 dev slww0
-ip -n hs link set slww0 up
-ip -n ws addr add 10.98.0.2/24 dev slww1
-ip -n ws link set slww1 up
-ip -n hs route add default via 10.98.0.2
+bench_world
 # The DNS responder binds the wildcard address (and replies from the address each query was
 # sent to), so 10.99.0.1 may appear later (up_veth). Its lifetime bound is one the whole run stays
 # within: per stack, MTU and repetition, the blasts and the DNS run (each at most SECONDS + 30 s
