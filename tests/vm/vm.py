@@ -278,10 +278,11 @@ def netdev_args(spec, mac, offloads, accel):
                "guest_tso6=off,host_ufo=off,guest_ufo=off,mrg_rxbuf=off"
     if kind == "vhost-user":
         if accel == "tcg":
-            # QEMU 7.2 under TCG crashes when a vhost device's driver enables MSI-X: with no KVM
-            # irqfd, virtio_pci_one_vector_unmask reaches kvm_virtio_pci_irqfd_use, which
-            # indexes proxy->vector_irqfd while it is NULL (seen in gdb, Debian 7.2+dfsg-7).
-            # INTx has no vector notifiers: the driver runs with one legacy interrupt.
+            # QEMU 7.2 under TCG crashes when the driver of a vhost-user NIC enables MSI-X:
+            # SIGSEGV under vhost_net_start -> msix_set_vector_notifiers, in a KVM irqfd helper
+            # reading address 0x18 (gdb on Debian's 7.2+dfsg-7 binary; by its disassembly the
+            # per-vector irqfd array, NULL without KVM). INTx has no vector notifiers: the
+            # driver runs with one legacy interrupt.
             dev += ",vectors=0"
         # reconnect=1: should slipwayd restart, QEMU connects again within a second and the
         # guest carries on (vhost-user ring state comes back from the used rings).
