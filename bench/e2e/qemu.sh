@@ -34,9 +34,10 @@
 #       hs's default route goes through it because passt refuses to start without a routable
 #       host interface. No benchmark traffic goes there.
 #   The guest, per back end (its NIC is slw0, configured by the guest's udhcpc as vm.py's
-#   `net_up` does, plus `-O mtu`: busybox udhcpc does not ask for the MTU option by default and
-#   slipway, as RFC 2131 §4.3.1 allows, sends only what a client asks for, while passt sends it
-#   unasked; the MTU each guest ended up with is printed with its lease):
+#   `net_up` does, plus `-O mtu`: busybox udhcpc does not ask for the MTU option by default;
+#   slipway and passt send it unasked when it is not 1500, libslirp not at all, so asking makes
+#   every back end's guest take what it is offered; the MTU each guest ended up with is printed
+#   with its lease):
 #     slipway-*  static lease 192.168.127.10 (--dhcp-static for its MAC); the server is
 #                192.168.127.254, slipway's host-loopback alias; forward
 #                --forward tcp:HPORT=192.168.127.10:5201 (127.0.0.1:HPORT of hs).

@@ -655,6 +655,11 @@ std::optional<ReplyTarget> Server::process(ByteView payload, MutByteView out,
             // the client asked for, in its order; a client without a list gets a default set.
             add(opt::subnet_mask);
             add(opt::router);
+            // An MTU other than Ethernet's 1500 goes unasked too (RFC 2131 table 3: any other
+            // option MAY be sent): a guest left at 1500 on a smaller MTU sends frames slipway
+            // must drop (drop_too_big), and on a larger one never uses it. busybox udhcpc does
+            // not ask for option 26 unless told to.
+            if (im.cfg.mtu != 1500) add(opt::mtu);
             const ByteView prl = m.param_request_list();
             if (prl.empty()) {
                 for (std::uint8_t c : {opt::dns, opt::domain_name, opt::mtu, opt::broadcast,

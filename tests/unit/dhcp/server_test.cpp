@@ -189,6 +189,29 @@ TEST_F(ServerTest, DiscoverOfferRequestAck) {
     EXPECT_EQ(s->counters().acks.get(), 1u);
 }
 
+// RFC 2131 table 3 allows options the client did not ask for: an MTU other than 1500 is sent
+// even to a client whose parameter request list lacks option 26 (busybox udhcpc's default);
+// 1500, the Ethernet default, only when asked.
+TEST_F(ServerTest, AnMtuOtherThan1500GoesUnasked) {
+    const std::vector<Opt> prl{
+        {opt::param_request, list({opt::subnet_mask, opt::router, opt::dns})}};
+    for (std::uint32_t mtu : {1500u, 1400u, 65520u}) {
+        ServerConfig c = config();
+        c.mtu = mtu;
+        auto s = make(c);
+        auto offer = send(*s, client_msg(MessageType::discover, mac(1), 1, prl));
+        ASSERT_TRUE(offer);
+        const auto o = offer->view().option(opt::mtu);
+        if (mtu == 1500) {
+            EXPECT_FALSE(o) << "1500 was not asked for";
+        } else {
+            ASSERT_TRUE(o) << mtu;
+            EXPECT_EQ(load_be16(o->data()), mtu);
+        }
+        EXPECT_TRUE(offer->view().option(opt::dns));
+    }
+}
+
 TEST_F(ServerTest, BroadcastFlagAndNakGoToBroadcast) {
     auto s = make(config());
     auto offer = send(*s, client_msg(MessageType::discover, mac(1), 1, {}, {}, true));
