@@ -5,10 +5,11 @@
 # resolves a local record and an upstream's name through slipway's DNS, wget fetches a 64 MiB
 # file from a host-loopback HTTP server through the host alias (md5 in the guest), and a forwarded
 # host port reaches the guest's httpd (a 4 MiB file, md5 at the host). The guests ping each other
-# through the switch. Then each QEMU is killed (SIGKILL) and booted again on the same socket:
-# slipwayd (same process) serves the new guest, which gets its lease, fetches again, serves again
-# and pings the other. Last, slipwayd itself restarts under guest A, whose QEMU reconnects. Four
-# boots in all, every boot and every guest command bounded in time.
+# through the switch. Then each QEMU is killed (SIGKILL, mid-download) and booted again on the
+# same socket: slipwayd (same process) serves the new guest, which gets its lease, fetches again,
+# serves again and pings the other; the dead guest's NAT flow ends on the host side too. Last,
+# slipwayd itself restarts under guest A, whose QEMU reconnects. Four boots in all, every boot
+# and every guest command bounded in time.
 . "$(dirname "$0")/lib.sh"
 
 : "${VM_IMAGE:?VM_IMAGE must name the guest image directory (the vm_image fixture builds it)}"
@@ -147,14 +148,29 @@ log "ok: offloads in use: $avg_vu bytes a frame to the vhost-user guest, $avg_qs
 
 # restart NAME NET MAC IP PORT OTHER_IP: SIGKILL the guest's QEMU, boot it again on the same
 # socket; the same slipwayd serves it: lease, a fetch, the forward, a ping to the other guest.
+# The kill comes in the middle of a download, so the guest's queues are busy when QEMU goes; the
+# NAT flow left behind must end once the new guest (same address) answers its retransmissions
+# with a RST, and nothing of it may linger on the host side.
+downloads() { in_ns "$SLW_HOST" ss -Htn state established '( sport = :8000 )' | grep -c . || true; }
+downloading() { [ "$(downloads)" -gt 0 ]; }
+no_downloads() { [ "$(downloads)" -eq 0 ]; }
 restart() {
-    local name=$1 net=$2 mac=$3 ip=$4 port=$5 other=$6 pid
+    local name=$1 net=$2 mac=$3 ip=$4 port=$5 other=$6 pid dl
     pid=$(cat "$SLW_TMP/$name/qemu.pid")
+    "$PY" "$VMPY" run --dir "$SLW_TMP/$name" --timeout 120 \
+        "wget -q -O /dev/null http://$ALIAS:8000/blob" >/dev/null 2>&1 &
+    dl=$!
+    wait_until 30 downloading || fail "guest $name's download did not start"
+    sleep 0.5
     "$PY" "$VMPY" kill --dir "$SLW_TMP/$name" || fail "QEMU of guest $name did not die"
-    log "ok: killed guest $name's QEMU (pid $pid)"
+    wait "$dl" || true  # its console went with QEMU
+    log "ok: killed guest $name's QEMU (pid $pid) in the middle of a download"
     daemon_alive || fail "slipwayd died with guest $name's QEMU"
     boot "$name" "$net" "$mac"
     lease "$name" "$ip"
+    wait_until 90 no_downloads ||
+        fail "the dead guest's download still holds a host connection: $(downloads)"
+    log "ok: the dead guest's download ended on the host side too"
     fetch "$name"
     serve "$name" "$port"
     pings "$name" "$other"
