@@ -179,9 +179,12 @@ restart() {
 rx_before=$(vhost_counter rx_frames)
 restart A "vhost-user:$VU" "$MAC_A" "$IP_A" "$FWD_A" "$IP_B"
 [ "$(vhost_counter rx_frames)" -gt "$rx_before" ] || fail "the vhost-user port's counters stopped"
-grep -q "front end disconnected" "$DAEMON_LOG" || fail "slipwayd logged no vhost-user disconnect"
+# Killed mid-download, the peer may first show as a failed read or write rather than an orderly
+# hang-up: either way slipwayd logs that it waits for the next one.
+grep -q "waiting for the next front end" "$DAEMON_LOG" ||
+    fail "slipwayd logged no vhost-user disconnect"
 restart B "stream:$QS" "$MAC_B" "$IP_B" "$FWD_B" "$IP_A"
-grep -q "guest disconnected" "$DAEMON_LOG" || fail "slipwayd logged no stream disconnect"
+grep -q "waiting for the next guest" "$DAEMON_LOG" || fail "slipwayd logged no stream disconnect"
 pings A "$IP_B"
 [ "$SLW_DAEMON_PID" = "$DAEMON" ] && daemon_alive || fail "slipwayd is not the process it was"
 log "ok: one slipwayd (pid $DAEMON) served four boots"
